@@ -1,0 +1,3 @@
+from ftmbctl.cli import main
+
+main()
