@@ -1,0 +1,182 @@
+"""A small, safe, deterministic binary encoding for snapshot contents.
+
+No pickle: a snapshot may come from someone else, and decoding it must never run code. The
+encoding covers what middlebox state may hold: None, bool, int, float, str, bytes, tuple, list,
+dict, set and frozenset, nested. Sets are written in the order of their encoded members, so equal
+states encode to equal bytes. The grammar is specified in formats/snapshot.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+_F64 = struct.Struct("<d")
+_I64 = struct.Struct("<q")
+MAX_DEPTH = 64
+
+# One tag byte per type.
+T_NONE, T_TRUE, T_FALSE, T_INT, T_BIGINT, T_FLOAT = b"N", b"T", b"F", b"i", b"I", b"f"
+T_STR, T_BYTES, T_TUPLE, T_LIST, T_DICT, T_SET, T_FROZENSET = b"s", b"b", b"t", b"l", b"d", b"e", b"E"
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid encoding, with the offset where decoding stopped."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} at byte {offset}")
+        self.offset = offset
+
+
+def _varint(n: int, out: bytearray) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def encode(value: Any) -> bytes:
+    out = bytearray()
+    _encode(value, out, 0)
+    return bytes(out)
+
+
+def _encode(value: Any, out: bytearray, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise TypeError("state nests deeper than 64 levels")
+    kind = type(value)
+    if value is None:
+        out += T_NONE
+    elif kind is bool:
+        out += T_TRUE if value else T_FALSE
+    elif kind is int:
+        if -(1 << 63) <= value < (1 << 63):
+            out += T_INT
+            out += _I64.pack(value)
+        else:
+            raw = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+            out += T_BIGINT
+            _varint(len(raw), out)
+            out += raw
+    elif kind is float:
+        out += T_FLOAT
+        out += _F64.pack(value)
+    elif kind is str:
+        raw = value.encode("utf-8", "surrogatepass")
+        out += T_STR
+        _varint(len(raw), out)
+        out += raw
+    elif kind is bytes or kind is bytearray:
+        out += T_BYTES
+        _varint(len(value), out)
+        out += value
+    elif kind is tuple or kind is list:
+        out += T_TUPLE if kind is tuple else T_LIST
+        _varint(len(value), out)
+        for item in value:
+            _encode(item, out, depth + 1)
+    elif kind is dict:
+        out += T_DICT
+        _varint(len(value), out)
+        for key, item in value.items():
+            _encode(key, out, depth + 1)
+            _encode(item, out, depth + 1)
+    elif kind is set or kind is frozenset:
+        out += T_SET if kind is set else T_FROZENSET
+        members = sorted(encode(item) for item in value)
+        _varint(len(members), out)
+        for member in members:
+            out += member
+    else:
+        raise TypeError(f"cannot store a {kind.__name__} in a snapshot (allowed: None, bool, int, "
+                        "float, str, bytes, tuple, list, dict, set)")
+
+
+def decode(data: bytes) -> Any:
+    value, end = _decode(memoryview(data), 0, 0)
+    if end != len(data):
+        raise CodecError(f"{len(data) - end} bytes after the value", end)
+    return value
+
+
+def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if pos >= len(data):
+            raise CodecError("truncated length", pos)
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise CodecError("length too long", pos)
+
+
+def _take(data: memoryview, pos: int, n: int) -> tuple[bytes, int]:
+    if n > len(data) - pos:
+        raise CodecError(f"value needs {n} bytes, {len(data) - pos} left", pos)
+    return bytes(data[pos:pos + n]), pos + n
+
+
+def _decode(data: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+    if depth > MAX_DEPTH:
+        raise CodecError("nesting deeper than 64 levels", pos)
+    if pos >= len(data):
+        raise CodecError("truncated value", pos)
+    tag = bytes(data[pos:pos + 1])
+    pos += 1
+    if tag == T_NONE:
+        return None, pos
+    if tag == T_TRUE:
+        return True, pos
+    if tag == T_FALSE:
+        return False, pos
+    if tag == T_INT:
+        raw, pos = _take(data, pos, 8)
+        return _I64.unpack(raw)[0], pos
+    if tag == T_FLOAT:
+        raw, pos = _take(data, pos, 8)
+        return _F64.unpack(raw)[0], pos
+    if tag in (T_BIGINT, T_STR, T_BYTES):
+        n, pos = _read_varint(data, pos)
+        raw, pos = _take(data, pos, n)
+        if tag == T_BIGINT:
+            return int.from_bytes(raw, "little", signed=True), pos
+        if tag == T_BYTES:
+            return raw, pos
+        try:
+            return raw.decode("utf-8", "surrogatepass"), pos
+        except UnicodeDecodeError:
+            raise CodecError("string is not UTF-8", pos - n) from None
+    if tag in (T_TUPLE, T_LIST, T_SET, T_FROZENSET):
+        n, pos = _read_varint(data, pos)
+        if n > len(data) - pos:
+            raise CodecError(f"container claims {n} items, {len(data) - pos} bytes left", pos)
+        items = []
+        for _ in range(n):
+            item, pos = _decode(data, pos, depth + 1)
+            items.append(item)
+        try:
+            if tag == T_TUPLE:
+                return tuple(items), pos
+            if tag == T_LIST:
+                return items, pos
+            return (set(items) if tag == T_SET else frozenset(items)), pos
+        except TypeError:
+            raise CodecError("unhashable set member", pos) from None
+    if tag == T_DICT:
+        n, pos = _read_varint(data, pos)
+        if n > len(data) - pos:
+            raise CodecError(f"dict claims {n} entries, {len(data) - pos} bytes left", pos)
+        result = {}
+        for _ in range(n):
+            key, pos = _decode(data, pos, depth + 1)
+            item, pos = _decode(data, pos, depth + 1)
+            try:
+                result[key] = item
+            except TypeError:
+                raise CodecError("unhashable dict key", pos) from None
+        return result, pos
+    raise CodecError(f"unknown tag {tag!r}", pos - 1)

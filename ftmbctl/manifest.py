@@ -1,0 +1,89 @@
+"""manifest.json: what a run directory holds and how it was made (formats/manifest.md).
+
+Written twice: at the start of a record with ``"complete": false`` (so an interrupted run is
+recognisable) and at the end with the file list, sizes and SHA-256 of every file. Under the
+chaos scheduler nothing in it depends on the wall clock or the output path, so one seed gives
+one manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ftmbctl import __version__
+from ftmbctl.errors import DamagedRun
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """Every file of a run except the manifest itself, in a stable order."""
+    return sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not p.name.endswith(".tmp") and "crash" not in p.relative_to(run_dir).parts[:1])
+
+
+def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complete: bool,
+                   result: Any = None) -> dict[str, int]:
+    run_dir: Path = cfg.out
+    doc: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "ftmbctl_version": __version__,
+        "complete": complete,
+        "run_id": run_id.hex(),
+        "mode": cfg.mode,
+        "trace": {"path": str(cfg.trace), "sha256": trace_sha},
+        "middlebox": {"spec": cfg.middlebox, "options": list(cfg.mb_opts)},
+        "queues": cfg.queues,
+        "scheduler": cfg.scheduler,
+        "seed": cfg.seed,
+        "snapshot_every": cfg.snapshot_every,
+        "flush_every": cfg.flush_every,
+        "variables": [[v.var_id, v.name, v.kind] for v in shared.variables],
+    }
+    sizes: dict[str, int] = {}
+    if complete:
+        files = {}
+        for path in run_files(run_dir):
+            rel = path.relative_to(run_dir).as_posix()
+            size = path.stat().st_size
+            sizes[rel] = size
+            files[rel] = {"bytes": size, "sha256": _sha256(path)}
+        doc["files"] = files
+        doc["stats"] = {
+            "packets_in": result.packets_in,
+            "packets_out": result.packets_out,
+            "inputs_without_output": result.dropped,
+            "pals": result.pals,
+            "nondet_values": result.nondet,
+            "snapshots": len(result.snapshots),
+            "events": result.events,
+        }
+    (run_dir / MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return sizes
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise DamagedRun(f"{run_dir}: no such run directory")
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedRun(f"{path}: file is missing; {run_dir} is not an ftmbctl run directory") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DamagedRun(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
+        raise DamagedRun(f"{path}: not a version {FORMAT_VERSION} ftmbctl manifest")
+    return doc

@@ -1,0 +1,339 @@
+"""Record: run a trace through an instrumented middlebox and write a run directory (DESIGN §2-5).
+
+The caller's thread is the Input Logger and master: it reads the trace, appends each packet to
+the input log, flushes it every ``flush_every`` packets and only then dispatches the flushed
+packets to their queues (the master sees a packet only once it is durable). Workers run the
+middlebox through a ``RecordContext`` that logs one PAL per shared access and every
+non-deterministic value. Every ``snapshot_every`` packets the master stops dispatch, waits for
+the queues to drain, flushes the logs and writes a snapshot atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ftmbctl import records as rec
+from ftmbctl.context import Context, LiveSource, VanillaContext
+from ftmbctl.errors import BadInput, UsageError
+from ftmbctl.flowhash import flow_queue
+from ftmbctl.hashing import hash64
+from ftmbctl.manifest import write_manifest
+from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
+from ftmbctl.pcapio import iter_packets
+from ftmbctl.scheduler import WorkerFailed, make_scheduler
+from ftmbctl.shared import SharedState, SharedVar
+from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
+from ftmbctl.storage import QueueLog, Storage
+
+_PAL_PACK = rec.PAL.pack
+_ND_PACK = rec.ND.pack
+
+
+@dataclass
+class RecordConfig:
+    trace: Path
+    out: Path
+    middlebox: str = "nat"
+    mb_opts: list[str] = field(default_factory=list)
+    queues: int = 4
+    snapshot_every: int = 1000
+    flush_every: int = 32
+    scheduler: str = "chaos"
+    seed: int = 1
+    mode: str = "ftmb"  # "ftmb" or "vanilla" (un-instrumented baseline: nothing written)
+    force: bool = False
+
+    def validate(self) -> None:
+        if not 1 <= self.queues <= 64:
+            raise UsageError(f"--queues must be between 1 and 64, got {self.queues}")
+        if self.snapshot_every < 1:
+            raise UsageError(f"--snapshot-every must be at least 1, got {self.snapshot_every}")
+        if self.flush_every < 1:
+            raise UsageError(f"--flush-every must be at least 1, got {self.flush_every}")
+        if self.scheduler not in ("threads", "chaos"):
+            raise UsageError(f"--scheduler must be threads or chaos, got {self.scheduler!r}")
+        if self.mode not in ("ftmb", "vanilla"):
+            raise UsageError(f"unknown record mode {self.mode!r}")
+
+
+@dataclass
+class RecordResult:
+    run_dir: Path | None
+    packets_in: int = 0
+    packets_out: int = 0
+    dropped: int = 0  # inputs that produced no output
+    pals: int = 0
+    nondet: int = 0
+    snapshots: list[tuple[int, int, float]] = field(default_factory=list)  # number, boundary, pause s
+    release_delays_ns: list[int] = field(default_factory=list)
+    events: int = 0
+    wall_seconds: float = 0.0
+    files: dict[str, int] = field(default_factory=dict)
+    seed: int = 0
+    run_id: str = ""
+
+
+class RecordContext(Context):
+    """The instrumented context: ordered logging of shared accesses and non-determinism."""
+
+    def __init__(self, queue: int, local: dict[str, Any], live: LiveSource, log: QueueLog,
+                 storage: Storage, flush_every: int, sched_point: Callable[[], None] | None) -> None:
+        super().__init__(queue, local)
+        self.live = live
+        self.log = log
+        self.storage = storage
+        self.flush_every = flush_every
+        self._sched_point = sched_point
+
+    def _access(self, var: SharedVar, op: Callable[..., Any], a: Any, b: Any) -> Any:
+        if self._sched_point is not None:
+            self._sched_point()
+        with var.lock:
+            result = op(var, a, b)
+            var.count = seq = var.count + 1
+            digest = var.digest32()
+        log = self.log
+        log.buf += _PAL_PACK(rec.TAG_PAL, self.packet.id, var.var_id, seq, digest)
+        log.total += 1
+        log.pending += 1
+        if log.pending >= self.flush_every:
+            self.storage.flush_queue(self.queue)
+        return result
+
+    def _nondet(self, kind: int) -> int:
+        value = self.live.value(kind)
+        log = self.log
+        log.buf += _ND_PACK(rec.TAG_ND, self.packet.id, kind, value)
+        log.total += 1
+        log.pending += 1
+        if log.pending >= self.flush_every:
+            self.storage.flush_queue(self.queue)
+        return value
+
+
+def derive_seed(*parts: object) -> int:
+    return hash64(":".join(str(p) for p in parts).encode()) & ((1 << 63) - 1)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, not a capture file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot be read ({exc.strerror})") from None
+    return digest.hexdigest()
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    if out.exists():
+        if not force:
+            raise UsageError(f"{out} already exists; pass --force to overwrite it")
+        if out.is_dir():
+            if not (out / "manifest.json").exists() and any(out.iterdir()):
+                raise UsageError(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to delete it")
+            shutil.rmtree(out)
+        else:
+            raise UsageError(f"{out} exists and is not a directory")
+    (out / "snapshots").mkdir(parents=True)
+
+
+class Recorder:
+    """One record run. ``run()`` does the work; the fields are its moving parts."""
+
+    def __init__(self, cfg: RecordConfig, middlebox: Middlebox,
+                 progress: Callable[[int], None] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.mb = middlebox
+        self.progress = progress
+        self.instrumented = cfg.mode == "ftmb"
+        self.sched = make_scheduler(cfg.scheduler, cfg.queues, cfg.seed)
+        self.shared = SharedState()
+        self.mb.declare(self.shared)
+        self.local = [self.mb.new_local_state() for _ in range(cfg.queues)]
+        self.live = [LiveSource(self.sched.now_ns, derive_seed(cfg.seed, 0, q)) for q in range(cfg.queues)]
+        self.storage: Storage | None = None
+        self.contexts: list[Context] = []
+        self.result = RecordResult(run_dir=cfg.out if self.instrumented else None, seed=cfg.seed)
+        self.outputs = 0
+        self.dropped = 0
+
+    # ---- worker side ----
+    def _process(self, q: int, pkt: Packet) -> None:
+        ctx = self.contexts[q]
+        ctx.packet = pkt
+        ctx.outputs = []
+        self.mb.process(ctx, pkt)
+        outs = ctx.outputs
+        if not outs:
+            self.dropped += 1
+            return
+        self.outputs += len(outs)
+        if self.storage is None:
+            return
+        deps = tuple(log.total for log in self.storage.logs)
+        finish = self.sched.now_ns()
+        self.storage.hold_output(q, [(pkt.id, i, lt, finish, deps, data) for i, (lt, data) in enumerate(outs)])
+
+    def _on_idle(self, q: int) -> None:
+        """Group commit: a queue with nothing to do flushes what it has logged."""
+        if self.storage is not None:
+            self.storage.flush_queue(q)
+
+    # ---- master side ----
+    def _snapshot(self, number: int, boundary: int) -> None:
+        started = time.perf_counter()
+        sim_start = self.sched.now_ns()
+        self.sched.drain()
+        storage = self.storage
+        assert storage is not None
+        for q in range(self.cfg.queues):
+            storage.flush_queue(q)
+        storage.snapshot_begin(number)
+        state = self._state(boundary)
+        data = encode_snapshot(self.run_id, number, boundary, state)
+        write_atomically(self.cfg.out / "snapshots" / snapshot_name(number), data)
+        storage.snapshot_durable(number)
+        self._reseed(number)
+        pause = (self.sched.now_ns() - sim_start) / 1e9 if self.sched.deterministic else time.perf_counter() - started
+        self.result.snapshots.append((number, boundary, pause))
+
+    def _state(self, boundary: int) -> dict[str, Any]:
+        storage = self.storage
+        assert storage is not None
+        return {
+            "boundary": boundary,
+            "shared": self.shared.dump(),
+            "local": self.local,
+            "queue_records": [f.records for f in storage.queue_files],
+            "queue_bytes": [f.length for f in storage.queue_files],
+            "input_records": storage.input.records,
+            "input_bytes": storage.input.length,
+            "outputs_released": storage.output.records,
+            "time_ns": self.sched.now_ns(),
+        }
+
+    def _reseed(self, number: int) -> None:
+        self.sched.reseed(number)
+        for q, live in enumerate(self.live):
+            live.reseed(derive_seed(self.cfg.seed, number, q))
+
+    def run(self) -> RecordResult:
+        cfg = self.cfg
+        started = time.perf_counter()
+        trace_sha = file_sha256(cfg.trace)
+        seed_text = trace_sha if self.sched.deterministic else os.urandom(16).hex()
+        # Same trace, options and seed under chaos: same run id, so the run directory is byte-identical.
+        identity = (seed_text, cfg.middlebox, sorted(cfg.mb_opts), cfg.queues, cfg.snapshot_every,
+                    cfg.flush_every, cfg.scheduler, cfg.seed, cfg.mode)
+        self.run_id = hashlib.blake2b(repr(identity).encode(), digest_size=16).digest()
+        self.result.run_id = self.run_id.hex()
+        queues = cfg.queues
+        sched = self.sched
+        if self.instrumented:
+            prepare_out(cfg.out, cfg.force)
+            write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False)
+            self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns)
+            self.contexts = [RecordContext(q, self.local[q], self.live[q], self.storage.logs[q], self.storage,
+                                           cfg.flush_every, sched.sched_point_for(q)) for q in range(queues)]
+        else:
+            self.contexts = [VanillaContext(q, self.local[q], self.live[q], sched.sched_point_for(q))
+                             for q in range(queues)]
+        sched.start(self._process, self._on_idle)
+        try:
+            count = self._ingest()
+            sched.stop()
+        except WorkerFailed as failed:
+            cause = failed.__cause__
+            raise BadInput(f"middlebox {self.mb.name!r} raised {type(cause).__name__}: {cause} "
+                           f"(on packet {self._current_packet(cause)})") from None
+        finally:
+            if self.storage is not None and sched.error is not None:
+                self.storage.close()
+        self.result.packets_in = count
+        self.result.packets_out = self.outputs
+        self.result.dropped = self.dropped
+        if self.storage is not None:
+            self.storage.finish()
+            final = encode_snapshot(self.run_id, 0xFFFFFFFF, count, self._state(count), flags=FLAG_FINAL)
+            write_atomically(cfg.out / "reference.snap", final)
+            self.result.pals, self.result.nondet = self._count_records()
+            self.result.release_delays_ns = self.storage.ol.delays_ns
+            self.result.events = self.storage.events
+            self.result.files = write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=True,
+                                               result=self.result)
+        self.result.wall_seconds = time.perf_counter() - started
+        return self.result
+
+    def _current_packet(self, _exc: BaseException) -> str:
+        ids = [ctx.packet.id for ctx in self.contexts if ctx.packet is not None]
+        return str(max(ids)) if ids else "?"
+
+    def _count_records(self) -> tuple[int, int]:
+        return sum(var.count for var in self.shared.variables), sum(
+            log.total for log in self.storage.logs) - sum(var.count for var in self.shared.variables)
+
+    def _ingest(self) -> int:
+        cfg, sched, storage = self.cfg, self.sched, self.storage
+        queues = cfg.queues
+        batch: list[list[Packet]] = [[] for _ in range(queues)]
+        raw = bytearray()
+        pending = 0
+        count = 0
+        snapshot_number = 0
+        advance = getattr(sched, "advance_to", None)
+        pack = rec.INPUT.pack
+        for raw_pkt in iter_packets(cfg.trace):
+            pid = raw_pkt.index
+            if pid and pid % cfg.snapshot_every == 0 and storage is not None:
+                if pending:
+                    self._flush_batch(raw, pending, batch)
+                    raw, pending = bytearray(), 0
+                snapshot_number += 1
+                self._snapshot(snapshot_number, pid)
+            if advance is not None:
+                advance(raw_pkt.ts_ns)
+            pkt = Packet(pid, raw_pkt.ts_ns, raw_pkt.linktype, raw_pkt.data)
+            batch[flow_queue(pkt.linktype, pkt.data, queues)].append(pkt)
+            if storage is not None:
+                raw += pack(pid, raw_pkt.ts_ns, raw_pkt.linktype, raw_pkt.orig_len, len(raw_pkt.data))
+                raw += raw_pkt.data
+            pending += 1
+            count += 1
+            if pending >= cfg.flush_every:
+                self._flush_batch(raw, pending, batch)
+                raw, pending = bytearray(), 0
+            if self.progress is not None and count % 256 == 0:
+                self.progress(count)
+            sched.io_point()
+        if pending:
+            self._flush_batch(raw, pending, batch)
+        if self.progress is not None:
+            self.progress(count)
+        return count
+
+    def _flush_batch(self, raw: bytearray, pending: int, batch: list[list[Packet]]) -> None:
+        if self.storage is not None:
+            self.storage.flush_input(bytes(raw), pending)
+        for q, items in enumerate(batch):
+            if items:
+                self.sched.dispatch(q, items)
+                batch[q] = []
+
+
+def record(cfg: RecordConfig, progress: Callable[[int], None] | None = None) -> RecordResult:
+    """Record ``cfg.trace`` (or run the vanilla baseline when ``cfg.mode == "vanilla"``)."""
+    middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
+    return Recorder(cfg, middlebox, progress).run()

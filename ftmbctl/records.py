@@ -1,0 +1,190 @@
+"""The records inside the chunks of each log (formats/*.md), one ``struct.Struct`` per type.
+
+Hot paths append packed records to a bytearray and hand whole buffers to ``ChunkWriter.append``;
+readers decode a chunk's ``raw`` bytes with the ``iter_*`` functions below.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+# input.log: one record per input packet, followed by its captured bytes.
+INPUT = struct.Struct("<IQHII")  # packet id, ts_ns, linktype, orig_len, caplen
+
+# pal-<q>.log: PALs and non-deterministic values of one queue, in program order.
+TAG_PAL = 1
+TAG_ND = 2
+PAL = struct.Struct("<BIHII")  # tag=1, packet id, variable id, access sequence number, digest
+ND = struct.Struct("<BIBQ")  # tag=2, packet id, kind (1 clock ns, 2 random 64 bits), value
+
+# output.log: released outputs, in release order. The dependency vector follows the fixed part.
+OUTPUT = struct.Struct("<IHHQQB")  # input id, output index, linktype, finish_ns, release_ns, queues
+OUTPUT_LEN = struct.Struct("<I")  # caplen, after the dependency vector; then the bytes
+
+# timeline.log: durability events. The per-queue part follows the fixed part.
+EVENT = struct.Struct("<IBIQiQIQIB")  # index, kind, arg, time_ns, snapshot, input_len, input_records,
+#                                        output_len, output_records, queues
+EVENT_QUEUE = struct.Struct("<QI")  # pal_len, pal_records
+
+EV_INPUT_FLUSH = 1
+EV_QUEUE_FLUSH = 2
+EV_SNAPSHOT_BEGIN = 3
+EV_SNAPSHOT_DURABLE = 4
+EV_RELEASE = 5
+EV_END = 6
+EVENT_NAMES = {
+    EV_INPUT_FLUSH: "input-flush", EV_QUEUE_FLUSH: "queue-flush", EV_SNAPSHOT_BEGIN: "snapshot-begin",
+    EV_SNAPSHOT_DURABLE: "snapshot-durable", EV_RELEASE: "release", EV_END: "end",
+}
+
+
+class RecordError(ValueError):
+    """A chunk's records do not parse; ``offset`` is within the chunk's raw bytes."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    id: int
+    ts_ns: int
+    linktype: int
+    orig_len: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PalRecord:
+    packet: int
+    var: int
+    seq: int
+    digest: int
+
+
+@dataclass(frozen=True, slots=True)
+class NdRecord:
+    packet: int
+    kind: int
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    input_id: int
+    index: int
+    linktype: int
+    finish_ns: int
+    release_ns: int
+    deps: tuple[int, ...]
+    data: bytes
+
+    @property
+    def output_id(self) -> tuple[int, int]:
+        return (self.input_id, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    index: int
+    kind: int
+    arg: int
+    time_ns: int
+    snapshot: int  # latest durable snapshot number, -1 when none yet
+    input_len: int
+    input_records: int
+    output_len: int
+    output_records: int
+    queue_len: tuple[int, ...]
+    queue_records: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return EVENT_NAMES.get(self.kind, str(self.kind))
+
+
+def pack_input(pid: int, ts_ns: int, linktype: int, orig_len: int, data: bytes) -> bytes:
+    return INPUT.pack(pid, ts_ns, linktype, orig_len, len(data)) + data
+
+
+def pack_output(rec: OutputRecord) -> bytes:
+    deps = struct.pack(f"<{len(rec.deps)}I", *rec.deps)
+    return (OUTPUT.pack(rec.input_id, rec.index, rec.linktype, rec.finish_ns, rec.release_ns, len(rec.deps))
+            + deps + OUTPUT_LEN.pack(len(rec.data)) + rec.data)
+
+
+def pack_event(ev: Event) -> bytes:
+    head = EVENT.pack(ev.index, ev.kind, ev.arg, ev.time_ns, ev.snapshot, ev.input_len, ev.input_records,
+                      ev.output_len, ev.output_records, len(ev.queue_len))
+    return head + b"".join(EVENT_QUEUE.pack(n, r) for n, r in zip(ev.queue_len, ev.queue_records))
+
+
+def _need(raw: bytes, pos: int, n: int, what: str) -> None:
+    if len(raw) - pos < n:
+        raise RecordError(f"{what} record needs {n} bytes, {len(raw) - pos} left", pos)
+
+
+def iter_inputs(raw: bytes) -> Iterator[InputRecord]:
+    pos, size, unpack = 0, len(raw), INPUT.unpack_from
+    while pos < size:
+        _need(raw, pos, INPUT.size, "input")
+        pid, ts_ns, linktype, orig_len, caplen = unpack(raw, pos)
+        pos += INPUT.size
+        _need(raw, pos, caplen, "input packet")
+        yield InputRecord(pid, ts_ns, linktype, orig_len, raw[pos:pos + caplen])
+        pos += caplen
+
+
+def iter_queue_records(raw: bytes) -> Iterator[PalRecord | NdRecord]:
+    pos, size = 0, len(raw)
+    while pos < size:
+        tag = raw[pos]
+        if tag == TAG_PAL:
+            _need(raw, pos, PAL.size, "PAL")
+            _tag, packet, var, seq, digest = PAL.unpack_from(raw, pos)
+            pos += PAL.size
+            yield PalRecord(packet, var, seq, digest)
+        elif tag == TAG_ND:
+            _need(raw, pos, ND.size, "non-deterministic value")
+            _tag, packet, kind, value = ND.unpack_from(raw, pos)
+            pos += ND.size
+            yield NdRecord(packet, kind, value)
+        else:
+            raise RecordError(f"unknown queue-log record tag {tag}", pos)
+
+
+def iter_outputs(raw: bytes) -> Iterator[OutputRecord]:
+    pos, size = 0, len(raw)
+    while pos < size:
+        _need(raw, pos, OUTPUT.size, "output")
+        input_id, index, linktype, finish_ns, release_ns, queues = OUTPUT.unpack_from(raw, pos)
+        pos += OUTPUT.size
+        _need(raw, pos, 4 * queues + 4, "output dependency vector")
+        deps = struct.unpack_from(f"<{queues}I", raw, pos)
+        pos += 4 * queues
+        (caplen,) = OUTPUT_LEN.unpack_from(raw, pos)
+        pos += 4
+        _need(raw, pos, caplen, "output packet")
+        yield OutputRecord(input_id, index, linktype, finish_ns, release_ns, deps, raw[pos:pos + caplen])
+        pos += caplen
+
+
+def iter_events(raw: bytes) -> Iterator[Event]:
+    pos, size = 0, len(raw)
+    while pos < size:
+        _need(raw, pos, EVENT.size, "timeline event")
+        index, kind, arg, time_ns, snap, in_len, in_rec, out_len, out_rec, queues = EVENT.unpack_from(raw, pos)
+        pos += EVENT.size
+        _need(raw, pos, EVENT_QUEUE.size * queues, "timeline event queue part")
+        lens, recs = [], []
+        for _ in range(queues):
+            n, r = EVENT_QUEUE.unpack_from(raw, pos)
+            pos += EVENT_QUEUE.size
+            lens.append(n)
+            recs.append(r)
+        if kind not in EVENT_NAMES:
+            raise RecordError(f"unknown timeline event kind {kind}", pos)
+        yield Event(index, kind, arg, time_ns, snap, in_len, in_rec, out_len, out_rec, tuple(lens), tuple(recs))

@@ -1,0 +1,260 @@
+"""The two record schedulers (DESIGN §4): real OS threads, and seeded chaos.
+
+Both run one worker per queue and let the caller's thread act as the Input Logger / master
+("io"). They share an interface: ``start(process, on_idle)``, ``dispatch(q, items)``,
+``drain()``, ``stop()``, ``point(q)`` (a scheduling point, called before every shared access and
+after every packet), ``now_ns()``.
+
+``ChaosScheduler`` lets exactly one actor (a worker or io) run at a time. At every scheduling
+point a seeded RNG picks who runs next among the actors that can run, and simulated time moves
+on by a seeded jitter, so one seed gives one interleaving and byte-identical files. Actors are
+still OS threads (each middlebox call must be able to stop in the middle of a packet), but a
+baton of per-actor locks makes the hand-over explicit: nothing runs concurrently.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from ftmbctl.hashing import hash64
+
+Process = Callable[[int, Any], None]
+OnIdle = Callable[[int], None]
+
+
+class _WorkerFailed(Exception):
+    """Raised on io's side when a worker's middlebox call raised."""
+
+
+class ThreadsScheduler:
+    """Real threads and real locks: real, unrepeatable interleavings."""
+
+    name = "threads"
+    deterministic = False
+
+    def __init__(self, queues: int, seed: int = 0) -> None:
+        self.queues = queues
+        self.inboxes: list[deque[Any]] = [deque() for _ in range(queues)]
+        self.idle = [True] * queues
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.error: BaseException | None = None
+        self.threads: list[threading.Thread] = []
+
+    point = None  # no scheduling points: the OS decides
+    sched_point_for = staticmethod(lambda q: None)
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    def reseed(self, number: int) -> None:
+        """Nothing to reseed: threads are not reproducible."""
+
+    def start(self, process: Process, on_idle: OnIdle) -> None:
+        for q in range(self.queues):
+            thread = threading.Thread(target=self._run, args=(q, process, on_idle), name=f"queue-{q}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _run(self, q: int, process: Process, on_idle: OnIdle) -> None:
+        inbox = self.inboxes[q]
+        cond = self.cond
+        try:
+            while True:
+                if not inbox:
+                    on_idle(q)
+                    with cond:
+                        if not inbox:
+                            self.idle[q] = True
+                            cond.notify_all()
+                        while not inbox and not self.stopping:
+                            cond.wait()
+                        if not inbox:
+                            return
+                        self.idle[q] = False
+                process(q, inbox.popleft())
+        except BaseException as exc:  # a middlebox bug: stop the run and report it on io's side
+            with cond:
+                self.error = exc
+                self.idle[q] = True
+                cond.notify_all()
+
+    def dispatch(self, q: int, items: list[Any]) -> None:
+        with self.cond:
+            self.inboxes[q].extend(items)
+            self.idle[q] = False
+            self.cond.notify_all()
+
+    def drain(self) -> None:
+        with self.cond:
+            while not self.error and not all(self.idle[q] and not self.inboxes[q] for q in range(self.queues)):
+                self.cond.wait()
+        self._check()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        for thread in self.threads:
+            thread.join()
+        self._check()
+
+    def io_point(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise _WorkerFailed() from self.error
+
+
+class ChaosScheduler:
+    """One actor at a time; a seeded choice at every scheduling point; simulated time."""
+
+    name = "chaos"
+    deterministic = True
+
+    def __init__(self, queues: int, seed: int) -> None:
+        self.queues = queues
+        self.io = queues  # actor number of the io/master thread
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.gates = [threading.Lock() for _ in range(queues + 1)]
+        for gate in self.gates:
+            gate.acquire()
+        self.inboxes: list[deque[Any]] = [deque() for _ in range(queues)]
+        self.busy = [False] * queues
+        self.done = [False] * queues
+        self.alive = 0
+        self.stopping = False
+        self.io_wait: Callable[[], bool] | None = None
+        self.error: BaseException | None = None
+        self.aborted = False
+        self.now = 0
+        self.threads: list[threading.Thread] = []
+
+    def now_ns(self) -> int:
+        return self.now
+
+    def advance_to(self, ts_ns: int) -> None:
+        """Simulated time never runs behind the trace."""
+        if ts_ns > self.now:
+            self.now = ts_ns
+
+    def reseed(self, number: int) -> None:
+        """Restart the schedule from (seed, snapshot number): equal states stay equal from here."""
+        self.rng.seed(hash64(f"chaos:{self.seed}:{number}".encode()))
+
+    def sched_point_for(self, q: int) -> Callable[[], None]:
+        return lambda: self.point(q)
+
+    # ---- the baton ----
+    def _runnable(self, actor: int) -> bool:
+        if actor == self.io:
+            return self.io_wait is None or self.io_wait()
+        if self.done[actor]:
+            return False
+        return bool(self.inboxes[actor]) or self.busy[actor] or self.stopping
+
+    def _pick(self, me: int, include_me: bool) -> int:
+        self.now += self.rng.randrange(200, 2000)
+        choices = [a for a in range(self.queues + 1) if (a == me and include_me) or (a != me and self._runnable(a))]
+        if not choices:
+            raise RuntimeError("chaos scheduler: no actor can run (internal error)")
+        return choices[self.rng.randrange(len(choices))]
+
+    def _switch(self, me: int, nxt: int) -> None:
+        self.gates[nxt].release()
+        self.gates[me].acquire()
+        if self.aborted and me != self.io:
+            raise _Abort()
+
+    def point(self, me: int) -> None:
+        nxt = self._pick(me, True)
+        if nxt != me:
+            self._switch(me, nxt)
+
+    def _block(self, me: int) -> None:
+        self._switch(me, self._pick(me, False))
+
+    # ---- workers ----
+    def start(self, process: Process, on_idle: OnIdle) -> None:
+        self.alive = self.queues
+        for q in range(self.queues):
+            thread = threading.Thread(target=self._run, args=(q, process, on_idle), name=f"chaos-{q}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _run(self, q: int, process: Process, on_idle: OnIdle) -> None:
+        inbox = self.inboxes[q]
+        try:
+            self.gates[q].acquire()
+            if self.aborted:
+                return
+            while True:
+                if inbox:
+                    self.busy[q] = True
+                    process(q, inbox.popleft())
+                    self.busy[q] = False
+                    self.point(q)
+                elif self.stopping:
+                    self.done[q] = True
+                    self.alive -= 1
+                    self.gates[self._pick(q, False)].release()
+                    return
+                else:
+                    on_idle(q)
+                    self._block(q)
+        except _Abort:
+            return
+        except BaseException as exc:  # a middlebox bug: hand the baton to io, which reports it
+            self.error = exc
+            self.done[q] = True
+            self.alive -= 1
+            self.gates[self.io].release()
+
+    # ---- io ----
+    def io_point(self) -> None:
+        self.point(self.io)
+        self._check()
+
+    def _io_wait_until(self, predicate: Callable[[], bool]) -> None:
+        self.io_wait = lambda: predicate() or self.error is not None
+        while not self.io_wait():
+            self._block(self.io)
+        self.io_wait = None
+        self._check()
+
+    def dispatch(self, q: int, items: list[Any]) -> None:
+        self.inboxes[q].extend(items)
+
+    def drain(self) -> None:
+        self._io_wait_until(lambda: not any(self.inboxes) and not any(self.busy))
+
+    def stop(self) -> None:
+        self.drain()
+        self.stopping = True
+        self._io_wait_until(lambda: self.alive == 0)
+
+    def _check(self) -> None:
+        if self.error is not None:
+            self.aborted = True
+            for q in range(self.queues):  # let the parked workers end
+                self.gates[q].release()
+            raise _WorkerFailed() from self.error
+
+
+class _Abort(BaseException):
+    """Ends a parked chaos worker after the run failed."""
+
+
+def make_scheduler(name: str, queues: int, seed: int) -> ThreadsScheduler | ChaosScheduler:
+    if name == "threads":
+        return ThreadsScheduler(queues, seed)
+    return ChaosScheduler(queues, seed)
+
+
+WorkerFailed = _WorkerFailed

@@ -1,0 +1,100 @@
+"""Snapshot files: the whole middlebox state at a packet boundary (formats/snapshot.md).
+
+    file := magic "FTMS" | version u16 | flags u16 | run_id 16s | number u32 | boundary u32
+            | length u32 | raw_length u32 | body_crc u32 | header_crc u32 | body
+
+``body`` is the lz4 block of the codec encoding (codec.py) of the state dict. A snapshot is
+written to ``<name>.tmp``, fsynced and renamed, so a crash while it is written leaves only a
+``.tmp`` file, which readers never open; a file whose length or checksum is wrong is rejected.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lz4.block
+
+from ftmbctl import codec
+from ftmbctl.errors import DamagedRun
+
+MAGIC = b"FTMS"
+VERSION = 1
+HEADER = struct.Struct("<4sHH16sIIIIII")
+FLAG_FINAL = 1  # the failure-free run's final state (reference.snap), not a periodic snapshot
+
+
+def snapshot_name(number: int) -> str:
+    return f"snap-{number:06d}.snap"
+
+
+def encode_snapshot(run_id: bytes, number: int, boundary: int, state: dict[str, Any], flags: int = 0) -> bytes:
+    raw = codec.encode(state)
+    body = lz4.block.compress(raw, store_size=False)
+    head = HEADER.pack(MAGIC, VERSION, flags, run_id, number, boundary, len(body), len(raw), zlib.crc32(body), 0)
+    head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
+    return head + body
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """temp file, fsync, rename, fsync the directory: all or nothing."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    number: int
+    boundary: int  # packets 0 .. boundary-1 are reflected in the state
+    flags: int
+    state: dict[str, Any]
+
+
+def decode_snapshot(path: Path, data: bytes, run_id: bytes | None = None) -> Snapshot:
+    if len(data) < HEADER.size:
+        raise DamagedRun(f"{path}: {len(data)} bytes, shorter than the {HEADER.size}-byte snapshot header")
+    magic, version, flags, got_run, number, boundary, length, raw_length, body_crc, head_crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DamagedRun(f"{path}: not an ftmbctl snapshot (starts with {data[:4].hex()})")
+    if zlib.crc32(data[:HEADER.size - 4]) != head_crc:
+        raise DamagedRun(f"{path}: snapshot header checksum mismatch at byte 0")
+    if version != VERSION:
+        raise DamagedRun(f"{path}: snapshot format version {version}, this ftmbctl reads version {VERSION}")
+    if run_id is not None and got_run != run_id:
+        raise DamagedRun(f"{path}: belongs to run {got_run.hex()}, not to this run ({run_id.hex()})")
+    body = data[HEADER.size:]
+    if len(body) != length:
+        raise DamagedRun(f"{path}: snapshot body is {len(body)} bytes, header says {length}")
+    if zlib.crc32(body) != body_crc:
+        raise DamagedRun(f"{path}: snapshot body checksum mismatch at byte {HEADER.size}")
+    try:
+        raw = lz4.block.decompress(body, uncompressed_size=raw_length)
+        state = codec.decode(raw)
+    except (lz4.block.LZ4BlockError, codec.CodecError) as exc:
+        raise DamagedRun(f"{path}: snapshot body does not decode ({exc})") from None
+    if not isinstance(state, dict):
+        raise DamagedRun(f"{path}: snapshot body is not a state record")
+    return Snapshot(number, boundary, flags, state)
+
+
+def read_snapshot(path: Path, run_id: bytes | None = None) -> Snapshot:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DamagedRun(f"{path}: file is missing") from None
+    except OSError as exc:
+        raise DamagedRun(f"{path}: cannot be read ({exc.strerror})") from None
+    return decode_snapshot(path, data, run_id)
