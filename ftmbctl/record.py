@@ -25,7 +25,7 @@ from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import hash64
 from ftmbctl.manifest import write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
-from ftmbctl.pcapio import iter_packets
+from ftmbctl.pcapio import iter_packets, read_trace_info
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
@@ -121,21 +121,6 @@ def derive_seed(*parts: object) -> int:
     return hash64(":".join(str(p) for p in parts).encode()) & ((1 << 63) - 1)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, not a capture file") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot be read ({exc.strerror})") from None
-    return digest.hexdigest()
-
-
 def prepare_out(out: Path, force: bool) -> None:
     if out.exists():
         if not force:
@@ -153,7 +138,7 @@ class Recorder:
     """One record run. ``run()`` does the work; the fields are its moving parts."""
 
     def __init__(self, cfg: RecordConfig, middlebox: Middlebox,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.mb = middlebox
@@ -168,6 +153,7 @@ class Recorder:
         self.contexts: list[Context] = []
         self.result = RecordResult(run_dir=cfg.out if self.instrumented else None, seed=cfg.seed)
         self.outputs = 0
+        self.total = 0
         self.dropped = 0
 
     # ---- worker side ----
@@ -233,7 +219,9 @@ class Recorder:
     def run(self) -> RecordResult:
         cfg = self.cfg
         started = time.perf_counter()
-        trace_sha = file_sha256(cfg.trace)
+        info = read_trace_info(cfg.trace)  # one pass: bad input is reported before anything is written
+        trace_sha = info.sha256
+        self.total = info.packet_count
         seed_text = trace_sha if self.sched.deterministic else os.urandom(16).hex()
         # Same trace, options and seed under chaos: same run id, so the run directory is byte-identical.
         identity = (seed_text, cfg.middlebox, sorted(cfg.mb_opts), cfg.queues, cfg.snapshot_every,
@@ -316,12 +304,12 @@ class Recorder:
                 self._flush_batch(raw, pending, batch)
                 raw, pending = bytearray(), 0
             if self.progress is not None and count % 256 == 0:
-                self.progress(count)
+                self.progress(count, self.total)
             sched.io_point()
         if pending:
             self._flush_batch(raw, pending, batch)
         if self.progress is not None:
-            self.progress(count)
+            self.progress(count, self.total)
         return count
 
     def _flush_batch(self, raw: bytearray, pending: int, batch: list[list[Packet]]) -> None:
@@ -333,7 +321,7 @@ class Recorder:
                 batch[q] = []
 
 
-def record(cfg: RecordConfig, progress: Callable[[int], None] | None = None) -> RecordResult:
+def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None) -> RecordResult:
     """Record ``cfg.trace`` (or run the vanilla baseline when ``cfg.mode == "vanilla"``)."""
     middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
     return Recorder(cfg, middlebox, progress).run()

@@ -1,0 +1,161 @@
+"""Rendering for the terminal: rich tables on stdout, progress on stderr. Only cli.py imports this."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; yields ``update(done, total)``. Silent when stderr is not a terminal."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total or None)
+
+
+def percentile(values: list[int], p: float) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def human_ns(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    if ns < 1_000:
+        return f"{ns} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f} µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e9:.2f} s"
+
+
+def record_summary(result: Any, scheduler: str) -> dict[str, Any]:
+    delays = result.release_delays_ns
+    return {
+        "run": str(result.run_dir) if result.run_dir else None,
+        "run_id": result.run_id,
+        "seed": result.seed,
+        "packets_in": result.packets_in,
+        "packets_out": result.packets_out,
+        "inputs_without_output": result.dropped,
+        "pals": result.pals,
+        "nondet_values": result.nondet,
+        "events": result.events,
+        "files": result.files,
+        "snapshots": [{"number": n, "boundary": b, "pause_s": round(p, 6)} for n, b, p in result.snapshots],
+        "release_delay_ns": {f"p{p}": percentile(delays, p) for p in (50, 90, 99)},
+        "release_delay_clock": "simulated" if scheduler == "chaos" else "wall",
+        "wall_seconds": round(result.wall_seconds, 3),
+    }
+
+
+def print_record_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"recorded {summary['run']}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("run id", summary["run_id"])
+    table.add_row("seed", str(summary["seed"]))
+    table.add_row("packets in", f"{summary['packets_in']:,}")
+    table.add_row("packets out", f"{summary['packets_out']:,}")
+    table.add_row("inputs dropped (no output)", f"{summary['inputs_without_output']:,}")
+    table.add_row("PALs", f"{summary['pals']:,}")
+    table.add_row("non-deterministic values", f"{summary['nondet_values']:,}")
+    table.add_row("durability events", f"{summary['events']:,}")
+    for name, size in summary["files"].items():
+        table.add_row(f"  {name}", f"{size:,} B")
+    snaps = summary["snapshots"]
+    pauses = [s["pause_s"] for s in snaps]
+    if snaps:
+        table.add_row("snapshots", f"{len(snaps)} (pause median {human_ns(int(sorted(pauses)[len(pauses) // 2] * 1e9))},"
+                                   f" max {human_ns(int(max(pauses) * 1e9))})")
+    else:
+        table.add_row("snapshots", "0")
+    d = summary["release_delay_ns"]
+    table.add_row(f"release delay ({summary['release_delay_clock']} clock)",
+                  f"p50 {human_ns(d['p50'])}  p90 {human_ns(d['p90'])}  p99 {human_ns(d['p99'])}")
+    table.add_row("wall time", f"{summary['wall_seconds']:.2f} s")
+    stdout.print(table)
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=False))
+
+
+def print_run_description(doc: dict[str, Any]) -> None:
+    mb = doc["middlebox"] or {}
+    stdout.print(f"[bold]{doc['run']}[/bold]  run {doc['run_id']}  "
+                 f"{'complete' if doc['complete'] else '[red]incomplete[/red]'}")
+    stdout.print(f"middlebox {mb.get('spec')} {' '.join(mb.get('options', []))}  queues {doc['queues']}  "
+                 f"scheduler {doc['scheduler']}  seed {doc['seed']}  mode {doc['mode']}")
+    table = Table(title="logs", title_justify="left")
+    for col in ("file", "bytes", "chunks", "records", "torn bytes"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for f in doc["files"]:
+        table.add_row(f["file"], f"{f['bytes']:,}", str(f["chunks"]), f"{f['records']:,}", str(f["torn_bytes"]))
+    stdout.print(table)
+    snaps = Table(title="snapshots", title_justify="left")
+    for col in ("file", "number", "boundary (packets)", "bytes"):
+        snaps.add_column(col, justify="left" if col == "file" else "right")
+    for s in doc["snapshots"]:
+        snaps.add_row(s["file"], str(s["number"]), f"{s['boundary']:,}", f"{s['bytes']:,}")
+    stdout.print(snaps)
+    variables = ", ".join(f"{v[0]}:{v[1]}" for v in doc["variables"])
+    stdout.print(f"shared variables: {variables or 'none'}")
+
+
+def print_file_description(doc: dict[str, Any]) -> None:
+    """Plain lines (fast for long logs), one chunk header then its records, like rr dump."""
+    out = stdout.file
+    if "chunks" in doc:
+        out.write(f"{doc['file']}: {doc['kind']} log, {doc['bytes']:,} bytes, {doc['records']:,} records"
+                  f"{', torn tail of %d bytes dropped' % doc['torn_bytes'] if doc['torn_bytes'] else ''}\n")
+        for chunk in doc["chunks"]:
+            last = chunk["first_seq"] + chunk["count"] - 1
+            out.write(f"chunk @{chunk['offset']}  records {chunk['first_seq']}..{last}  "
+                      f"{chunk['stored_bytes']} bytes stored, {chunk['raw_bytes']} raw\n")
+            for row in chunk["records"]:
+                out.write("  " + _row_text(doc["kind"], row) + "\n")
+        return
+    if "manifest" in doc:
+        out.write(json.dumps(doc["manifest"], indent=2) + "\n")
+        return
+    out.write(f"{doc['file']}: snapshot {doc['number']}{' (final state)' if doc['final'] else ''}, "
+              f"boundary {doc['boundary']} packets, queue records {doc['queue_records']}, "
+              f"input records {doc['input_records']}, outputs released {doc['outputs_released']}\n")
+    for var in doc["variables"]:
+        value = json.dumps(var["value"])
+        if len(value) > 120:
+            value = value[:117] + "..."
+        out.write(f"  {var['name']} ({var['kind']}, {var['accesses']} accesses) = {value}\n")
+    for q, local in enumerate(doc["local"] or []):
+        text = json.dumps(local)
+        out.write(f"  queue {q} local: {text[:117] + '...' if len(text) > 120 else text}\n")
+
+
+def _row_text(kind: str, row: dict[str, Any]) -> str:
+    if kind == "input":
+        return f"in  #{row['id']}  t={row['ts_ns'] / 1e9:.6f}  linktype {row['linktype']}  {row['caplen']}/{row['orig_len']} B"
+    if kind == "queue":
+        if row["type"] == "pal":
+            return f"PAL pkt {row['packet']}  var {row['var']} {row['name']}  seq {row['seq']}  digest {row['digest']}"
+        return f"ND  pkt {row['packet']}  {row['type']} = {row['value']}"
+    if kind == "output":
+        oid = row["output_id"]
+        return (f"out ({oid[0]},{oid[1]})  deps {row['deps']}  finish {row['finish_ns'] / 1e9:.6f}  "
+                f"release {row['release_ns'] / 1e9:.6f}  {row['caplen']} B")
+    return (f"ev {row['event']:>5} {row['kind']:<16} arg {row['arg']:<5} snap {row['snapshot']:>3}  "
+            f"input {row['input'][1]} rec  output {row['output'][1]} rec  queues {[q[1] for q in row['queues']]}")

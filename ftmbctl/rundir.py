@@ -1,0 +1,119 @@
+"""Reading a run directory (or a crash image, which has the same layout): one entry point for
+inspect, export, crash, recovery and verify, so that every reader checks the same things."""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from ftmbctl import records as rec
+from ftmbctl.errors import DamagedRun
+from ftmbctl.manifest import read_manifest
+from ftmbctl.snapshot import Snapshot, read_snapshot
+from ftmbctl.store import (FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk, LogScan,
+                           iter_chunks, read_file_header)
+
+T = TypeVar("T")
+LOG_KINDS = {"input.log": KIND_INPUT, "output.log": KIND_OUTPUT, "timeline.log": KIND_TIMELINE}
+
+
+def log_kind(name: str) -> int | None:
+    if name in LOG_KINDS:
+        return LOG_KINDS[name]
+    if name.startswith("pal-") and name.endswith(".log"):
+        return KIND_QUEUE
+    return None
+
+
+@dataclass
+class LogFile:
+    """A log's bytes (memory-mapped, so nothing grows with the log) and its header."""
+
+    path: Path
+    data: Any  # bytes or mmap
+    kind: int
+    scan: LogScan
+
+    def chunks(self, start: int = FILE_HEADER.size, first_seq: int = 0) -> Iterator[Chunk]:
+        return iter_chunks(self.path, self.data, self.scan, start, first_seq)
+
+    def records(self, decode: Callable[[bytes], Iterator[T]], start: int = FILE_HEADER.size,
+                first_seq: int = 0) -> Iterator[T]:
+        for chunk in self.chunks(start, first_seq):
+            try:
+                yield from decode(chunk.raw)
+            except rec.RecordError as exc:
+                raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset}: {exc} "
+                                 f"(record byte {exc.offset})") from None
+
+
+def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, limit: int | None = None) -> LogFile:
+    """Open a log read-only; ``limit`` keeps only its first bytes (what was durable at a crash)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            if size == 0:
+                data: Any = b""
+            else:
+                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        raise DamagedRun(f"{path}: file is missing") from None
+    except IsADirectoryError:
+        raise DamagedRun(f"{path}: is a directory, expected a log file") from None
+    except OSError as exc:
+        raise DamagedRun(f"{path}: cannot be read ({exc.strerror})") from None
+    if limit is not None and limit < len(data):
+        data = data[:limit]
+    header = read_file_header(path, data[:FILE_HEADER.size], kind, run_id)
+    return LogFile(path, data, header.kind, LogScan(header))
+
+
+class RunDir:
+    """A run directory: the manifest, the logs and the snapshots, all checked as they are read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        try:
+            self.run_id = bytes.fromhex(self.manifest["run_id"])
+            self.queues = int(self.manifest["queues"])
+            if len(self.run_id) != 16 or not 1 <= self.queues <= 64:
+                raise ValueError
+        except (KeyError, ValueError, TypeError):
+            raise DamagedRun(f"{self.path / 'manifest.json'}: run_id or queues is missing or invalid") from None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    def log(self, name: str, limit: int | None = None) -> LogFile:
+        kind = log_kind(name)
+        if kind is None:
+            raise DamagedRun(f"{name}: not a log file of a run")
+        return open_log(self.path / name, kind, self.run_id, limit)
+
+    def queue_log_names(self) -> list[str]:
+        return [f"pal-{q}.log" for q in range(self.queues)]
+
+    def events(self) -> list[rec.Event]:
+        return list(self.log("timeline.log").records(rec.iter_events))
+
+    def outputs(self, limit: int | None = None) -> Iterator[rec.OutputRecord]:
+        return self.log("output.log", limit).records(rec.iter_outputs)
+
+    def snapshot_paths(self) -> list[Path]:
+        folder = self.path / "snapshots"
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("snap-*.snap") if p.is_file())
+
+    def snapshot(self, path: Path) -> Snapshot:
+        return read_snapshot(path, self.run_id)
+
+    def reference(self) -> Snapshot:
+        return read_snapshot(self.path / "reference.snap", self.run_id)
+
+    def variable_names(self) -> dict[int, str]:
+        return {int(v[0]): str(v[1]) for v in self.manifest.get("variables", [])}
