@@ -113,18 +113,30 @@ class Context:
 
 
 class LiveSource:
-    """Where live non-deterministic values come from: a clock and a per-queue seeded RNG."""
+    """Where live non-deterministic values come from, one per queue.
 
-    def __init__(self, clock_ns: Callable[[], int], seed: int) -> None:
-        self.clock_ns = clock_ns
+    Under the chaos scheduler the clock is simulated per queue: the packet's pcap timestamp plus
+    a seeded jitter of up to 50 µs, drawn from the queue's RNG like ``random()``. The RNG is
+    reseeded from (seed, snapshot number, queue) at every snapshot, so the n-th value a queue
+    draws after a snapshot is the same in every run that gets there: a replay that consumes the
+    logged values in order continues with exactly the values the failure-free run had. Under the
+    threads scheduler the clock is the wall clock.
+    """
+
+    JITTER_NS = 50_000
+
+    def __init__(self, seed: int, wall_clock: bool = False) -> None:
         self.rng = _random.Random(seed)
+        self.wall_clock = wall_clock
 
     def reseed(self, seed: int) -> None:
         self.rng.seed(seed)
 
-    def value(self, kind: int) -> int:
+    def value(self, kind: int, ts_ns: int) -> int:
         if kind == ND_CLOCK:
-            return self.clock_ns()
+            if self.wall_clock:
+                return time.time_ns()
+            return ts_ns + self.rng.randrange(self.JITTER_NS)
         return self.rng.getrandbits(64)
 
 
@@ -146,8 +158,4 @@ class VanillaContext(Context):
         return result
 
     def _nondet(self, kind: int) -> int:
-        return self.live.value(kind)
-
-
-def wall_clock_ns() -> int:
-    return time.time_ns()
+        return self.live.value(kind, self.packet.ts_ns)

@@ -25,7 +25,7 @@ from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import hash64
 from ftmbctl.manifest import write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
-from ftmbctl.pcapio import iter_packets, read_trace_info
+from ftmbctl.pcapio import iter_packets
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
@@ -107,7 +107,7 @@ class RecordContext(Context):
         return result
 
     def _nondet(self, kind: int) -> int:
-        value = self.live.value(kind)
+        value = self.live.value(kind, self.packet.ts_ns)
         log = self.log
         log.buf += _ND_PACK(rec.TAG_ND, self.packet.id, kind, value)
         log.total += 1
@@ -119,6 +119,21 @@ class RecordContext(Context):
 
 def derive_seed(*parts: object) -> int:
     return hash64(":".join(str(p) for p in parts).encode()) & ((1 << 63) - 1)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, not a capture file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot be read ({exc.strerror})") from None
+    return digest.hexdigest()
 
 
 def prepare_out(out: Path, force: bool) -> None:
@@ -148,12 +163,12 @@ class Recorder:
         self.shared = SharedState()
         self.mb.declare(self.shared)
         self.local = [self.mb.new_local_state() for _ in range(cfg.queues)]
-        self.live = [LiveSource(self.sched.now_ns, derive_seed(cfg.seed, 0, q)) for q in range(cfg.queues)]
+        self.live = [LiveSource(derive_seed(cfg.seed, 0, q), wall_clock=not self.sched.deterministic)
+                     for q in range(cfg.queues)]
         self.storage: Storage | None = None
         self.contexts: list[Context] = []
         self.result = RecordResult(run_dir=cfg.out if self.instrumented else None, seed=cfg.seed)
         self.outputs = 0
-        self.total = 0
         self.dropped = 0
 
     # ---- worker side ----
@@ -219,9 +234,7 @@ class Recorder:
     def run(self) -> RecordResult:
         cfg = self.cfg
         started = time.perf_counter()
-        info = read_trace_info(cfg.trace)  # one pass: bad input is reported before anything is written
-        trace_sha = info.sha256
-        self.total = info.packet_count
+        trace_sha = file_sha256(cfg.trace)
         seed_text = trace_sha if self.sched.deterministic else os.urandom(16).hex()
         # Same trace, options and seed under chaos: same run id, so the run directory is byte-identical.
         identity = (seed_text, cfg.middlebox, sorted(cfg.mb_opts), cfg.queues, cfg.snapshot_every,
@@ -245,11 +258,15 @@ class Recorder:
             sched.stop()
         except WorkerFailed as failed:
             cause = failed.__cause__
+            self._discard()
             raise BadInput(f"middlebox {self.mb.name!r} raised {type(cause).__name__}: {cause} "
                            f"(on packet {self._current_packet(cause)})") from None
-        finally:
-            if self.storage is not None and sched.error is not None:
-                self.storage.close()
+        except BadInput:
+            # The trace turned out unreadable part-way: the directory this run created holds a
+            # run of a trace that does not exist, so it goes (nothing of the user's was in it).
+            sched.abort()
+            self._discard()
+            raise
         self.result.packets_in = count
         self.result.packets_out = self.outputs
         self.result.dropped = self.dropped
@@ -264,6 +281,11 @@ class Recorder:
                                                result=self.result)
         self.result.wall_seconds = time.perf_counter() - started
         return self.result
+
+    def _discard(self) -> None:
+        if self.storage is not None:
+            self.storage.close()
+            shutil.rmtree(self.cfg.out, ignore_errors=True)
 
     def _current_packet(self, _exc: BaseException) -> str:
         ids = [ctx.packet.id for ctx in self.contexts if ctx.packet is not None]
@@ -304,12 +326,12 @@ class Recorder:
                 self._flush_batch(raw, pending, batch)
                 raw, pending = bytearray(), 0
             if self.progress is not None and count % 256 == 0:
-                self.progress(count, self.total)
+                self.progress(count, 0)
             sched.io_point()
         if pending:
             self._flush_batch(raw, pending, batch)
         if self.progress is not None:
-            self.progress(count, self.total)
+            self.progress(count, 0)
         return count
 
     def _flush_batch(self, raw: bytearray, pending: int, batch: list[list[Packet]]) -> None:

@@ -6,6 +6,7 @@ readers decode a chunk's ``raw`` bytes with the ``iter_*`` functions below.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -110,10 +111,19 @@ def pack_input(pid: int, ts_ns: int, linktype: int, orig_len: int, data: bytes) 
     return INPUT.pack(pid, ts_ns, linktype, orig_len, len(data)) + data
 
 
+def pack_output_fields(input_id: int, index: int, linktype: int, finish_ns: int, release_ns: int,
+                       deps: tuple[int, ...], data: bytes) -> bytes:
+    return (OUTPUT.pack(input_id, index, linktype, finish_ns, release_ns, len(deps))
+            + _deps_struct(len(deps)).pack(*deps) + OUTPUT_LEN.pack(len(data)) + data)
+
+
 def pack_output(rec: OutputRecord) -> bytes:
-    deps = struct.pack(f"<{len(rec.deps)}I", *rec.deps)
-    return (OUTPUT.pack(rec.input_id, rec.index, rec.linktype, rec.finish_ns, rec.release_ns, len(rec.deps))
-            + deps + OUTPUT_LEN.pack(len(rec.data)) + rec.data)
+    return pack_output_fields(rec.input_id, rec.index, rec.linktype, rec.finish_ns, rec.release_ns, rec.deps, rec.data)
+
+
+@functools.cache
+def _deps_struct(queues: int) -> struct.Struct:
+    return struct.Struct(f"<{queues}I")
 
 
 def pack_event(ev: Event) -> bytes:

@@ -103,6 +103,16 @@ class ThreadsScheduler:
             thread.join()
         self._check()
 
+    def abort(self) -> None:
+        """End the workers without processing what is queued (the run is being discarded)."""
+        with self.cond:
+            for inbox in self.inboxes:
+                inbox.clear()
+            self.stopping = True
+            self.cond.notify_all()
+        for thread in self.threads:
+            thread.join()
+
     def io_point(self) -> None:
         self._check()
 
@@ -126,7 +136,8 @@ class ChaosScheduler:
         for gate in self.gates:
             gate.acquire()
         self.inboxes: list[deque[Any]] = [deque() for _ in range(queues)]
-        self.busy = [False] * queues
+        self.parked = [True] * queues
+        self.waiting: list[Callable[[], bool] | None] = [None] * queues
         self.done = [False] * queues
         self.alive = 0
         self.stopping = False
@@ -152,18 +163,26 @@ class ChaosScheduler:
         return lambda: self.point(q)
 
     # ---- the baton ----
+    # A worker is "parked" when it waits for work at the top of its loop (the state it starts in).
+    # Any other worker is in the middle of something and can run, unless it waits for a condition
+    # (replay: a variable reaching a sequence number), in which case it can run once that holds.
+    # Snapshots are taken with every worker parked, so the schedule after a reseed depends only on
+    # the state and the inputs: that is what lets a recovery reproduce the failure-free run.
     def _runnable(self, actor: int) -> bool:
         if actor == self.io:
             return self.io_wait is None or self.io_wait()
         if self.done[actor]:
             return False
-        return bool(self.inboxes[actor]) or self.busy[actor] or self.stopping
+        if self.parked[actor]:
+            return bool(self.inboxes[actor]) or self.stopping
+        waiting = self.waiting[actor]
+        return waiting is None or waiting()
 
     def _pick(self, me: int, include_me: bool) -> int:
         self.now += self.rng.randrange(200, 2000)
         choices = [a for a in range(self.queues + 1) if (a == me and include_me) or (a != me and self._runnable(a))]
         if not choices:
-            raise RuntimeError("chaos scheduler: no actor can run (internal error)")
+            raise RuntimeError("chaos scheduler: no actor can run (replay order cannot be satisfied)")
         return choices[self.rng.randrange(len(choices))]
 
     def _switch(self, me: int, nxt: int) -> None:
@@ -176,6 +195,14 @@ class ChaosScheduler:
         nxt = self._pick(me, True)
         if nxt != me:
             self._switch(me, nxt)
+
+    def wait_until(self, me: int, condition: Callable[[], bool]) -> None:
+        """Let others run until ``condition()`` holds (a worker waiting for its turn on a variable)."""
+        if condition():
+            return
+        self.waiting[me] = condition
+        self._block(me)
+        self.waiting[me] = None
 
     def _block(self, me: int) -> None:
         self._switch(me, self._pick(me, False))
@@ -195,19 +222,19 @@ class ChaosScheduler:
             if self.aborted:
                 return
             while True:
+                self.parked[q] = False
                 if inbox:
-                    self.busy[q] = True
                     process(q, inbox.popleft())
-                    self.busy[q] = False
                     self.point(q)
-                elif self.stopping:
+                    continue
+                if self.stopping:
                     self.done[q] = True
                     self.alive -= 1
                     self.gates[self._pick(q, False)].release()
                     return
-                else:
-                    on_idle(q)
-                    self._block(q)
+                on_idle(q)
+                self.parked[q] = True
+                self._block(q)
         except _Abort:
             return
         except BaseException as exc:  # a middlebox bug: hand the baton to io, which reports it
@@ -232,18 +259,24 @@ class ChaosScheduler:
         self.inboxes[q].extend(items)
 
     def drain(self) -> None:
-        self._io_wait_until(lambda: not any(self.inboxes) and not any(self.busy))
+        self._io_wait_until(lambda: all(self.parked) and not any(self.inboxes))
 
     def stop(self) -> None:
         self.drain()
         self.stopping = True
         self._io_wait_until(lambda: self.alive == 0)
 
+    def abort(self) -> None:
+        """Let every parked worker end; called by io, which holds the baton."""
+        if not self.aborted:
+            self.aborted = True
+            for q in range(self.queues):
+                if not self.done[q]:
+                    self.gates[q].release()
+
     def _check(self) -> None:
         if self.error is not None:
-            self.aborted = True
-            for q in range(self.queues):  # let the parked workers end
-                self.gates[q].release()
+            self.abort()
             raise _WorkerFailed() from self.error
 
 

@@ -45,21 +45,28 @@ class OutputLogger:
         self.released = 0
         self.delays_ns: list[int] = []
 
-    def hold(self, q: int, item: tuple) -> None:
-        self.held[q].append(item)
-
-    def releasable(self, stable: list[int], durable_inputs: int, now_ns: int) -> list[rec.OutputRecord]:
-        out: list[rec.OutputRecord] = []
+    def release(self, stable: list[int], durable_inputs: int, now_ns: int) -> tuple[bytes, int]:
+        """Pop every releasable output; returns them packed as output.log records, and how many."""
+        packed = bytearray()
+        count = 0
+        delays = self.delays_ns
         for fifo in self.held:
             while fifo:
                 input_id, index, linktype, finish_ns, deps, data = fifo[0]
-                if input_id >= durable_inputs or any(d > s for d, s in zip(deps, stable)):
+                if input_id >= durable_inputs:
                     break
-                fifo.popleft()
-                out.append(rec.OutputRecord(input_id, index, linktype, finish_ns, now_ns, deps, data))
-                self.delays_ns.append(now_ns - finish_ns)
-        self.released += len(out)
-        return out
+                for d, s in zip(deps, stable):
+                    if d > s:
+                        break
+                else:
+                    fifo.popleft()
+                    packed += rec.pack_output_fields(input_id, index, linktype, finish_ns, now_ns, deps, data)
+                    delays.append(now_ns - finish_ns)
+                    count += 1
+                    continue
+                break
+        self.released += count
+        return bytes(packed), count
 
     def held_count(self) -> int:
         return sum(len(fifo) for fifo in self.held)
@@ -85,10 +92,13 @@ class Storage:
 
     # ---- durability events ----
     def _event(self, kind: int, arg: int) -> None:
-        ev = rec.Event(self.events, kind, arg, self.now_ns(), self.snapshot, self.input.length, self.input.records,
-                       self.output.length, self.output.records, tuple(f.length for f in self.queue_files),
-                       tuple(f.records for f in self.queue_files))
-        self._event_buf += rec.pack_event(ev)
+        in_len, in_rec = self.input.extent
+        out_len, out_rec = self.output.extent
+        buf = self._event_buf
+        buf += rec.EVENT.pack(self.events, kind, arg, self.now_ns(), self.snapshot, in_len, in_rec, out_len,
+                              out_rec, self.queues)
+        for writer in self.queue_files:
+            buf += rec.EVENT_QUEUE.pack(*writer.extent)
         self.events += 1
         self._event_pending += 1
         if self._event_pending >= TIMELINE_CHUNK:
@@ -100,35 +110,50 @@ class Storage:
             self._event_buf.clear()
             self._event_pending = 0
 
+    # Compressing and writing a chunk happen outside the lock (only one thread ever writes a given
+    # log: the master the input log, queue q's worker, or the master while q is drained, the PAL
+    # log); the lock orders only what makes it count: stable[q], the event and the release.
     def flush_input(self, raw: bytes, count: int) -> None:
+        self.input.append(raw, count)
         with self.lock:
-            self.input.append(raw, count)
             self._event(rec.EV_INPUT_FLUSH, count)
             self._release()
 
     def flush_queue(self, q: int) -> None:
+        log = self.logs[q]
+        if not log.pending:
+            return
+        raw, count = bytes(log.buf), log.pending
+        log.buf.clear()
+        log.pending = 0
+        writer = self.queue_files[q]
+        writer.append(raw, count)
         with self.lock:
-            log = self.logs[q]
-            if not log.pending:
-                return
-            self.queue_files[q].append(bytes(log.buf), log.pending)
-            log.buf.clear()
-            log.pending = 0
-            log.durable = self.queue_files[q].records
+            log.durable = writer.records
             self._event(rec.EV_QUEUE_FLUSH, q)
             self._release()
 
     def hold_output(self, q: int, items: list[tuple]) -> None:
-        with self.lock:
-            for item in items:
-                self.ol.hold(q, item)
-            self._release()
+        """Hand a packet's outputs to the Output Logger.
+
+        Only queue q appends to its FIFO, so this takes no lock (deque appends are atomic). The
+        storage lock is taken only when the outputs are already releasable; otherwise the flush
+        that makes their dependencies durable releases them. The check comes after the append,
+        so a concurrent flush either sees the new outputs or this check sees its effect.
+        """
+        fifo = self.ol.held[q]
+        fifo.extend(items)
+        deps = items[-1][4]
+        logs = self.logs
+        if items[-1][0] < self.input.records and all(logs[i].durable >= d for i, d in enumerate(deps)):
+            with self.lock:
+                self._release()
 
     def _release(self) -> None:
-        out = self.ol.releasable([log.durable for log in self.logs], self.input.records, self.now_ns())
-        if out:
-            self.output.append(b"".join(rec.pack_output(o) for o in out), len(out))
-            self._event(rec.EV_RELEASE, len(out))
+        packed, count = self.ol.release([log.durable for log in self.logs], self.input.records, self.now_ns())
+        if count:
+            self.output.append(packed, count)
+            self._event(rec.EV_RELEASE, count)
 
     def snapshot_begin(self, number: int) -> None:
         with self.lock:

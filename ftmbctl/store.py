@@ -52,7 +52,12 @@ def pack_chunk(raw: bytes, first_seq: int, count: int) -> bytes:
 
 
 class ChunkWriter:
-    """Appends chunks to one log file. ``length`` and ``records`` say what is on disk so far."""
+    """Appends chunks to one log file. ``extent`` is (bytes, records) on disk so far.
+
+    ``extent`` is replaced as one tuple after each write, so another thread reading it sees a
+    length and a record count that belong together, and never a length whose bytes are not
+    written yet.
+    """
 
     def __init__(self, path: Path, kind: int, run_id: bytes, aux: int = 0) -> None:
         self.path = path
@@ -60,15 +65,22 @@ class ChunkWriter:
         header = pack_file_header(kind, run_id, aux)
         self._file.write(header)
         self._file.flush()
-        self.length = len(header)
-        self.records = 0
+        self.extent = (len(header), 0)
+
+    @property
+    def length(self) -> int:
+        return self.extent[0]
+
+    @property
+    def records(self) -> int:
+        return self.extent[1]
 
     def append(self, raw: bytes, count: int) -> None:
-        chunk = pack_chunk(raw, self.records, count)
+        length, records = self.extent
+        chunk = pack_chunk(raw, records, count)
         self._file.write(chunk)
         self._file.flush()
-        self.length += len(chunk)
-        self.records += count
+        self.extent = (length + len(chunk), records + count)
 
     def sync(self) -> None:
         os.fsync(self._file.fileno())
