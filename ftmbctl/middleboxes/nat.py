@@ -16,13 +16,20 @@ What happens to a frame (addresses are tested against the ``inside`` CIDRs and `
   destinations, frames without IP (ARP, ...) and IPv6 (this NAT is IPv4 only).
 
 Translated: TCP, UDP and ICMP echo (requests go out, replies come in; the echo identifier plays
-the port). Everything else that crosses the NAT is dropped and counted by reason in the shared
-``drops`` map: ``fragment`` (IP fragments crossing the NAT: without reassembly state the ports of
-a non-first fragment are unknown, so all of them are dropped), ``icmp_type`` (ICMP other than echo
+the port). What may create a mapping: any outbound UDP datagram, an ICMP echo request, and a TCP
+SYN without ACK (option ``new_tcp=syn``, the default, like pf's ``flags S/SA``), so a connection
+opened from outside stays dropped as a whole even where the capture shows the inside host
+answering it. ``new_tcp=any`` lets any outbound segment create one (like Linux's loose
+conntrack), for captures that start in the middle of connections. There is no other TCP state
+tracking.
+
+Everything else that crosses the NAT is dropped and counted by reason in the shared ``drops``
+map: ``fragment`` (IP fragments crossing the NAT: without reassembly state the ports of a
+non-first fragment are unknown, so all of them are dropped), ``icmp_type`` (ICMP other than echo
 request out / echo reply in, e.g. errors: their embedded headers are not translated),
-``protocol`` (GRE, SCTP, ...), ``hairpin`` (inside host to public_ip: unsupported), ``no_mapping``,
-``expired``, ``pool_exhausted``, ``contention`` (three lost allocation races in a row) and
-``malformed``.
+``protocol`` (GRE, SCTP, ...), ``hairpin`` (inside host to public_ip: unsupported),
+``no_mapping``, ``expired``, ``pool_exhausted``, ``contention`` (three lost allocation races in a
+row) and ``malformed``.
 
 **Malformed frames are dropped and counted, never raised**: an IP header that does not fit the
 captured bytes or whose IHL is below 5, a total length shorter than the headers, a TCP/UDP/ICMP
@@ -41,11 +48,18 @@ State (the object holds configuration only):
 - queue-local ``passed``: reason -> frames passed unchanged (no shared access for them)
 
 Shared accesses per frame: outbound 3 on a known mapping (get mapping, refresh its pool entry,
-count), 4 for a new one (get, allocate, install, count); inbound to public_ip 2 (refresh, count);
-inbound to an inside address 3; a drop 1 more; passed 0. A mapping expires ``timeout`` seconds
-(``ctx.clock()``) after the last frame in either direction; the allocator hands out an absent or
-expired port only, scanning from a per-protocol cursor, all inside one ``ctx.apply`` so two
-queues can never take the same port. Expired entries are reclaimed when the cursor reaches them.
+count), 4 for a new one (get, allocate, install, count), 5-6 when a dead mapping is replaced
+(a failed refresh first; clearing the forward entry of an expired owner whose port was
+reclaimed); inbound to public_ip 2 (refresh, count); inbound to an inside address 3 (get,
+refresh, count); frames dropped before a lookup 1 (count), after one 1 more; passed 0. A lost
+allocation race (another queue mapped the same inside endpoint between our lookup and our
+install) costs 2 more: give our port back, refresh the winner's.
+
+A mapping expires ``timeout`` seconds (``ctx.clock()``) after the last frame in either direction.
+The allocator hands out an absent or expired port only, scanning from a per-protocol cursor, all
+inside one ``ctx.apply``, so two queues can never take the same port and a port is never given
+out twice while its mapping lives. Expired entries are reclaimed when the cursor reaches them,
+which bounds both tables by the size of the port range.
 """
 
 from __future__ import annotations
@@ -89,6 +103,13 @@ def parse_port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is not in 1..65535")
     return port
+
+
+def parse_new_tcp(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in ("syn", "any"):
+        raise ValueError(f"new_tcp must be syn or any, not {text!r}")
+    return value
 
 
 def parse_seconds(text: str) -> float:
@@ -174,6 +195,7 @@ class Nat(Middlebox):
         "port_min": Option(1024, parse_port, "lowest public port (or ICMP identifier) handed out"),
         "port_max": Option(65535, parse_port, "highest public port handed out"),
         "timeout": Option(120.0, parse_seconds, "idle lifetime of a mapping in seconds (TCP, UDP and ICMP)"),
+        "new_tcp": Option("syn", parse_new_tcp, "which outbound TCP segments may create a mapping: syn or any"),
     }
 
     def __init__(self, **opts: Any) -> None:
@@ -184,6 +206,7 @@ class Nat(Middlebox):
             o["public_ip"] = parse_ipv4(o["public_ip"])
             o["port_min"], o["port_max"] = parse_port(o["port_min"]), parse_port(o["port_max"])
             o["timeout"] = parse_seconds(o["timeout"])
+            o["new_tcp"] = parse_new_tcp(o["new_tcp"])
         except (ValueError, TypeError) as exc:
             raise UsageError(f"middlebox 'nat': {exc}") from None
         if o["port_min"] > o["port_max"]:
@@ -195,6 +218,7 @@ class Nat(Middlebox):
         if self._is_inside(self._pub):
             raise UsageError(f"middlebox 'nat': public_ip {o['public_ip']} lies inside {o['inside']}")
         self._low, self._high, self._timeout = o["port_min"], o["port_max"], o["timeout"]
+        self._syn_only = o["new_tcp"] == "syn"
 
     def declare(self, shared: Any) -> None:
         self.mappings = shared.sharded_map("mappings", 16)
@@ -276,7 +300,8 @@ class Nat(Middlebox):
         now = ctx.clock()
         port = U16.unpack_from(data, port_at)[0]
         if direction == _OUT:
-            got = self._outbound(ctx, proto, socket.inet_ntoa(data[pos + 12:pos + 16]), port, now)
+            may_create = proto != TCP or not self._syn_only or data[l4 + 13] & 0x12 == 0x02  # SYN, no ACK
+            got = self._outbound(ctx, proto, socket.inet_ntoa(data[pos + 12:pos + 16]), port, now, may_create)
             if got.__class__ is str:
                 return self._drop(ctx, got)
             ctx.emit(_rewrite(data, pos, pos + 12, src, self._pub_bytes, port_at, port, got, proto, l4))
@@ -302,7 +327,7 @@ class Nat(Middlebox):
         ctx.emit(data)
         ctx.add(self.translated_in)
 
-    def _outbound(self, ctx: Any, proto: int, ip: str, port: int, now: float) -> int | str:
+    def _outbound(self, ctx: Any, proto: int, ip: str, port: int, now: float, may_create: bool) -> int | str:
         """The public port of an inside endpoint (refreshed or newly allocated), or a drop reason."""
         key = (proto, ip, port)
         timeout = self._timeout
@@ -312,6 +337,8 @@ class Nat(Middlebox):
                 entry = ctx.update(self.ports, (proto, seen[0]), _refresh_own(seen[1], now, timeout))
                 if _alive(entry, seen[1], now, timeout):
                     return seen[0]
+            if not may_create:
+                return "no_mapping"
             got = ctx.apply(self.ports, _allocator(proto, ip, port, now, self._low, self._high, timeout))
             if got is None:
                 return "pool_exhausted"
