@@ -35,7 +35,8 @@ def run_files(run_dir: Path) -> list[Path]:
 
 
 def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complete: bool,
-                   result: Any = None) -> dict[str, int]:
+                   result: Any = None, extra: dict[str, Any] | None = None,
+                   hash_files: bool = True) -> dict[str, int]:
     run_dir: Path = cfg.out
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -52,6 +53,7 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
         "flush_every": cfg.flush_every,
         "variables": [[v.var_id, v.name, v.kind] for v in shared.variables],
     }
+    doc.update(extra or {})
     sizes: dict[str, int] = {}
     if complete:
         files = {}
@@ -59,7 +61,7 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
             rel = path.relative_to(run_dir).as_posix()
             size = path.stat().st_size
             sizes[rel] = size
-            files[rel] = {"bytes": size, "sha256": _sha256(path)}
+            files[rel] = {"bytes": size, "sha256": _sha256(path) if hash_files else None}
         doc["files"] = files
         doc["stats"] = {
             "packets_in": result.packets_in,

@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
@@ -25,7 +25,7 @@ from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import hash64
 from ftmbctl.manifest import write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
-from ftmbctl.pcapio import iter_packets
+from ftmbctl.pcapio import RawPacket, iter_packets
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
@@ -107,7 +107,9 @@ class RecordContext(Context):
         return result
 
     def _nondet(self, kind: int) -> int:
-        value = self.live.value(kind, self.packet.ts_ns)
+        return self._log_nondet(kind, self.live.value(kind, self.packet.ts_ns))
+
+    def _log_nondet(self, kind: int, value: int) -> int:
         log = self.log
         log.buf += _ND_PACK(rec.TAG_ND, self.packet.id, kind, value)
         log.total += 1
@@ -170,6 +172,16 @@ class Recorder:
         self.result = RecordResult(run_dir=cfg.out if self.instrumented else None, seed=cfg.seed)
         self.outputs = 0
         self.dropped = 0
+        # Where this run starts: packet 0 with a fresh state for a record; a snapshot's boundary
+        # and number for a recovery (recovery.py sets these and restores the state).
+        self.start_boundary = 0
+        self.start_number = 0
+        self.stop_requested = False
+        self.trace_sha: str | None = None  # known already when recovering
+        self.durable_writes = True  # fsync snapshots and logs, hash files into the manifest
+        self.scratch = False  # a run only looked at in memory (verify's recoveries): no snapshot files
+        self.final_state: dict[str, Any] = {}
+        self.manifest_extra: dict[str, Any] = {}
 
     # ---- worker side ----
     def _process(self, q: int, pkt: Packet) -> None:
@@ -184,6 +196,10 @@ class Recorder:
         self.outputs += len(outs)
         if self.storage is None:
             return
+        self._hold(q, pkt, outs)
+
+    def _hold(self, q: int, pkt: Packet, outs: list[tuple[int, bytes]]) -> None:
+        """Give a packet's outputs to the Output Logger with the packet's dependency vector."""
         deps = tuple(log.total for log in self.storage.logs)
         finish = self.sched.now_ns()
         self.storage.hold_output(q, [(pkt.id, i, lt, finish, deps, data) for i, (lt, data) in enumerate(outs)])
@@ -204,12 +220,17 @@ class Recorder:
             storage.flush_queue(q)
         storage.snapshot_begin(number)
         state = self._state(boundary)
-        data = encode_snapshot(self.run_id, number, boundary, state)
-        write_atomically(self.cfg.out / "snapshots" / snapshot_name(number), data)
+        if not self.scratch:
+            data = encode_snapshot(self.run_id, number, boundary, state)
+            write_atomically(self.cfg.out / "snapshots" / snapshot_name(number), data, sync=self.durable_writes)
         storage.snapshot_durable(number)
         self._reseed(number)
         pause = (self.sched.now_ns() - sim_start) / 1e9 if self.sched.deterministic else time.perf_counter() - started
         self.result.snapshots.append((number, boundary, pause))
+        self._after_snapshot(number, boundary, state)
+
+    def _after_snapshot(self, number: int, boundary: int, state: dict[str, Any]) -> None:
+        """Hook for recovery: compare with the failure-free snapshot, maybe stop."""
 
     def _state(self, boundary: int) -> dict[str, Any]:
         storage = self.storage
@@ -223,6 +244,7 @@ class Recorder:
             "input_records": storage.input.records,
             "input_bytes": storage.input.length,
             "outputs_released": storage.output.records,
+            "outputs_bytes": storage.output.length,
             "time_ns": self.sched.now_ns(),
         }
 
@@ -234,7 +256,7 @@ class Recorder:
     def run(self) -> RecordResult:
         cfg = self.cfg
         started = time.perf_counter()
-        trace_sha = file_sha256(cfg.trace)
+        trace_sha = self.trace_sha or file_sha256(cfg.trace)
         seed_text = trace_sha if self.sched.deterministic else os.urandom(16).hex()
         # Same trace, options and seed under chaos: same run id, so the run directory is byte-identical.
         identity = (seed_text, cfg.middlebox, sorted(cfg.mb_opts), cfg.queues, cfg.snapshot_every,
@@ -245,13 +267,10 @@ class Recorder:
         sched = self.sched
         if self.instrumented:
             prepare_out(cfg.out, cfg.force)
-            write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False)
-            self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns)
-            self.contexts = [RecordContext(q, self.local[q], self.live[q], self.storage.logs[q], self.storage,
-                                           cfg.flush_every, sched.sched_point_for(q)) for q in range(queues)]
-        else:
-            self.contexts = [VanillaContext(q, self.local[q], self.live[q], sched.sched_point_for(q))
-                             for q in range(queues)]
+            write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra)
+            self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns, input_base=self.start_boundary)
+        self.contexts = self._make_contexts()
+        self._reseed(self.start_number)
         sched.start(self._process, self._on_idle)
         try:
             count = self._ingest()
@@ -271,16 +290,31 @@ class Recorder:
         self.result.packets_out = self.outputs
         self.result.dropped = self.dropped
         if self.storage is not None:
-            self.storage.finish()
-            final = encode_snapshot(self.run_id, 0xFFFFFFFF, count, self._state(count), flags=FLAG_FINAL)
-            write_atomically(cfg.out / "reference.snap", final)
+            self.storage.finish(sync=self.durable_writes)
+            end = self.start_boundary + count
+            self.final_state = self._state(end)
+            if not self.scratch:
+                final = encode_snapshot(self.run_id, 0xFFFFFFFF, end, self.final_state, flags=FLAG_FINAL)
+                write_atomically(cfg.out / "reference.snap", final, sync=self.durable_writes)
             self.result.pals, self.result.nondet = self._count_records()
             self.result.release_delays_ns = self.storage.ol.delays_ns
             self.result.events = self.storage.events
             self.result.files = write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=True,
-                                               result=self.result)
+                                               result=self.result, extra=self.manifest_extra,
+                                               hash_files=self.durable_writes)
         self.result.wall_seconds = time.perf_counter() - started
         return self.result
+
+    def _make_contexts(self) -> list[Context]:
+        cfg, sched = self.cfg, self.sched
+        if self.storage is None:
+            return [VanillaContext(q, self.local[q], self.live[q], sched.sched_point_for(q)) for q in range(cfg.queues)]
+        return [RecordContext(q, self.local[q], self.live[q], self.storage.logs[q], self.storage, cfg.flush_every,
+                              sched.sched_point_for(q)) for q in range(cfg.queues)]
+
+    def _input_packets(self) -> Iterator[RawPacket]:
+        """The inputs, in arrival order (recovery: the durable ones from the log, then the trace)."""
+        return iter_packets(self.cfg.trace)
 
     def _discard(self) -> None:
         if self.storage is not None:
@@ -302,17 +336,19 @@ class Recorder:
         raw = bytearray()
         pending = 0
         count = 0
-        snapshot_number = 0
+        snapshot_number = self.start_number
         advance = getattr(sched, "advance_to", None)
         pack = rec.INPUT.pack
-        for raw_pkt in iter_packets(cfg.trace):
+        for raw_pkt in self._input_packets():
             pid = raw_pkt.index
-            if pid and pid % cfg.snapshot_every == 0 and storage is not None:
+            if pid % cfg.snapshot_every == 0 and pid != self.start_boundary and storage is not None:
                 if pending:
                     self._flush_batch(raw, pending, batch)
                     raw, pending = bytearray(), 0
                 snapshot_number += 1
                 self._snapshot(snapshot_number, pid)
+                if self.stop_requested:
+                    break
             if advance is not None:
                 advance(raw_pkt.ts_ns)
             pkt = Packet(pid, raw_pkt.ts_ns, raw_pkt.linktype, raw_pkt.data)

@@ -70,11 +70,21 @@ def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, l
     return LogFile(path, data, header.kind, LogScan(header))
 
 
+def snapshot_number(path: Path) -> int | None:
+    """The number in ``snap-NNNNNN.snap``, or None for a name that is not one."""
+    digits = path.name[5:-5]
+    return int(digits) if path.name.startswith("snap-") and path.name.endswith(".snap") and digits.isdigit() else None
+
+
 class RunDir:
     """A run directory: the manifest, the logs and the snapshots, all checked as they are read."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: dict[str, int] | None = None, max_snapshot: int | None = None) -> None:
+        """``limits`` and ``max_snapshot`` make this a view of a crash image without copying bytes:
+        each log is cut at its durable length, and snapshots after ``max_snapshot`` do not exist."""
         self.path = Path(path)
+        self.limits = limits or {}
+        self.max_snapshot = max_snapshot
         self.manifest = read_manifest(self.path)
         try:
             self.run_id = bytes.fromhex(self.manifest["run_id"])
@@ -92,6 +102,8 @@ class RunDir:
         kind = log_kind(name)
         if kind is None:
             raise DamagedRun(f"{name}: not a log file of a run")
+        if name in self.limits:
+            limit = self.limits[name] if limit is None else min(limit, self.limits[name])
         return open_log(self.path / name, kind, self.run_id, limit)
 
     def queue_log_names(self) -> list[str]:
@@ -107,7 +119,10 @@ class RunDir:
         folder = self.path / "snapshots"
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.glob("snap-*.snap") if p.is_file())
+        paths = sorted(p for p in folder.glob("snap-*.snap") if p.is_file())
+        if self.max_snapshot is not None:
+            paths = [p for p in paths if snapshot_number(p) is not None and snapshot_number(p) <= self.max_snapshot]
+        return paths
 
     def snapshot(self, path: Path) -> Snapshot:
         return read_snapshot(path, self.run_id)

@@ -127,7 +127,10 @@ class ChaosScheduler:
     name = "chaos"
     deterministic = True
 
-    def __init__(self, queues: int, seed: int) -> None:
+    def __init__(self, queues: int, seed: int, sticky: bool = False) -> None:
+        # sticky: an actor keeps the baton until it must wait. Any order of free accesses is a
+        # correct recovery, and this one switches threads least: recovery uses it.
+        self.sticky = sticky
         self.queues = queues
         self.io = queues  # actor number of the io/master thread
         self.seed = seed
@@ -146,6 +149,7 @@ class ChaosScheduler:
         self.aborted = False
         self.now = 0
         self.threads: list[threading.Thread] = []
+        self.reseed(0)
 
     def now_ns(self) -> int:
         return self.now
@@ -192,6 +196,8 @@ class ChaosScheduler:
             raise _Abort()
 
     def point(self, me: int) -> None:
+        if self.sticky:
+            return
         nxt = self._pick(me, True)
         if nxt != me:
             self._switch(me, nxt)

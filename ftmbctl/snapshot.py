@@ -40,14 +40,21 @@ def encode_snapshot(run_id: bytes, number: int, boundary: int, state: dict[str, 
     return head + body
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """temp file, fsync, rename, fsync the directory: all or nothing."""
+def write_atomically(path: Path, data: bytes, sync: bool = True) -> None:
+    """temp file, fsync, rename, fsync the directory: all or nothing.
+
+    ``sync=False`` keeps the rename (readers still never see a partial file) but skips the
+    fsyncs: for scratch runs such as a recovery under verification.
+    """
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if not sync:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

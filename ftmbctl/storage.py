@@ -75,8 +75,9 @@ class OutputLogger:
 class Storage:
     """The files of a run being recorded, and the one lock that orders their durability events."""
 
-    def __init__(self, run_dir: Path, run_id: bytes, queues: int, now_ns) -> None:
+    def __init__(self, run_dir: Path, run_id: bytes, queues: int, now_ns, input_base: int = 0) -> None:
         self.lock = threading.RLock()
+        self.input_base = input_base  # id of the first input this run logs (a recovery starts mid-trace)
         self.queues = queues
         self.now_ns = now_ns
         self.input = ChunkWriter(run_dir / "input.log", KIND_INPUT, run_id, queues)
@@ -145,12 +146,13 @@ class Storage:
         fifo.extend(items)
         deps = items[-1][4]
         logs = self.logs
-        if items[-1][0] < self.input.records and all(logs[i].durable >= d for i, d in enumerate(deps)):
+        if items[-1][0] < self.input_base + self.input.records and all(logs[i].durable >= d for i, d in enumerate(deps)):
             with self.lock:
                 self._release()
 
     def _release(self) -> None:
-        packed, count = self.ol.release([log.durable for log in self.logs], self.input.records, self.now_ns())
+        packed, count = self.ol.release([log.durable for log in self.logs], self.input_base + self.input.records,
+                                        self.now_ns())
         if count:
             self.output.append(packed, count)
             self._event(rec.EV_RELEASE, count)
@@ -164,7 +166,7 @@ class Storage:
             self.snapshot = number
             self._event(rec.EV_SNAPSHOT_DURABLE, number)
 
-    def finish(self) -> None:
+    def finish(self, sync: bool = True) -> None:
         with self.lock:
             for q in range(self.queues):
                 self.flush_queue(q)
@@ -172,7 +174,8 @@ class Storage:
             self._event(rec.EV_END, self.ol.released)
             self._flush_timeline()
             for writer in (self.input, self.output, self.timeline, *self.queue_files):
-                writer.sync()
+                if sync:
+                    writer.sync()
                 writer.close()
 
     def close(self) -> None:

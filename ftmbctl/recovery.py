@@ -1,0 +1,293 @@
+"""Recovery from a crash image (DESIGN §6): restore, compute S, replay, continue.
+
+1. Load the latest intact snapshot of the image (a damaged one is skipped with a warning).
+2. Read the durable input log from the snapshot's boundary and each queue's log from the
+   snapshot's position; a torn tail is dropped, corruption before it is an error.
+3. Compute the causal cut S (causal.py).
+4. Replay: the recovered middlebox is run by the record engine itself, from the snapshot, with
+   replay contexts that force S (replay.py), and logs anew into its own run directory.
+5. The surviving Output Logger drops regenerated outputs that were already released (after
+   checking they are byte-identical) and releases the rest by the usual rule.
+6. The inputs that were not durable arrive again and are processed after the durable ones.
+   With ``compare_with`` (the failure-free run), the continuation stops at the first snapshot
+   boundary where the state equals the failure-free snapshot: per-boundary reseeding makes
+   everything after it identical.
+
+Only ``image`` (the crash image) is read to recover; ``arrivals`` and ``compare_with`` are the
+outside world: the packets that arrive again, and the failure-free run to compare with.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ftmbctl import records as rec
+from ftmbctl.causal import causal_cut
+from ftmbctl.errors import DamagedRun
+from ftmbctl.middlebox import Packet, build_middlebox
+from ftmbctl.pcapio import RawPacket
+from ftmbctl.record import RecordConfig, Recorder
+from ftmbctl.replay import ReplayContext, ReplayPlan
+from ftmbctl.rundir import RunDir, snapshot_number
+from ftmbctl.snapshot import Snapshot
+from ftmbctl.store import FILE_HEADER
+
+Arrivals = Callable[[int], Iterator[RawPacket]]  # inputs from a packet id on, as they arrive again
+
+
+@dataclass
+class RecoveryResult:
+    snapshot: int  # number of the snapshot restored (0: none, the initial state)
+    boundary: int  # first packet id not covered by it
+    warnings: list[str] = field(default_factory=list)
+    durable_inputs: int = 0  # inputs durable in the image: ids < this were logged
+    torn_bytes: dict[str, int] = field(default_factory=dict)
+    logged: list[int] = field(default_factory=list)  # each queue's records after the snapshot
+    cut: list[int] = field(default_factory=list)  # each queue's records in S
+    cut_rounds: int = 0
+    replayed: int = 0
+    free_accesses: int = 0
+    free_nondet: int = 0
+    divergences: list[dict[str, Any]] = field(default_factory=list)
+    released_before: int = 0
+    duplicates_dropped: int = 0
+    output_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    missing_outputs: list[list[int]] = field(default_factory=list)
+    inputs_processed: int = 0
+    input_gaps: list[str] = field(default_factory=list)
+    compared_at: str | None = None  # "packet boundary N" or "end of trace": where state was compared
+    state_equal: bool | None = None  # the state there equals the failure-free one
+    first_state_difference: str | None = None
+    order_changes: list[list[int]] = field(default_factory=list)  # [var, seq, packet, failure-free packet]
+    order_changes_total: int = 0
+    out_dir: str = ""
+
+
+def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
+    """The newest snapshot that reads back intact; damaged ones are skipped with a warning."""
+    for path in reversed(image.snapshot_paths()):
+        try:
+            snap = image.snapshot(path)
+        except DamagedRun as exc:
+            warnings.append(f"skipped damaged snapshot: {exc}")
+            continue
+        if snapshot_number(path) != snap.number:
+            warnings.append(f"skipped {path.name}: it holds snapshot {snap.number}")
+            continue
+        return snap
+    return None
+
+
+def _read_queue(image: RunDir, q: int, start: int, first_seq: int) -> tuple[list[Any], int]:
+    log = image.log(f"pal-{q}.log")
+    records = list(log.records(rec.iter_queue_records, start, first_seq))
+    return records, log.scan.torn_bytes
+
+
+def state_difference(state: dict[str, Any], reference: dict[str, Any], names: dict[int, str]) -> str | None:
+    """None when shared and queue-local state are equal, else where they first differ."""
+    for var_id, (mine, theirs) in enumerate(zip(state["shared"], reference["shared"])):
+        if mine != theirs:
+            name = mine[0]
+            if mine[2] != theirs[2]:
+                return f"shared variable {name} (id {var_id}): {mine[2]} accesses, failure-free {theirs[2]}"
+            return f"shared variable {name} (id {var_id}) holds another value"
+    for q, (mine, theirs) in enumerate(zip(state["local"], reference["local"])):
+        if mine != theirs:
+            keys = sorted({*mine, *theirs} if isinstance(mine, dict) and isinstance(theirs, dict) else [], key=repr)
+            differing = [k for k in keys if mine.get(k) != theirs.get(k)]
+            return f"queue {q} local state differs{' in ' + repr(differing[0]) if differing else ''}"
+    return None
+
+
+class Recovery(Recorder):
+    """The record engine, started from a snapshot, replaying S first."""
+
+    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
+                 reference_order: dict[tuple[int, int], int] | None = None) -> None:
+        man = image.manifest
+        mb = man["middlebox"]
+        cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out, middlebox=mb["spec"],
+                           mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
+                           flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], force=True)
+        super().__init__(cfg, build_middlebox(cfg.middlebox, cfg.mb_opts))
+        self.sched.sticky = True
+        self.image = image
+        self.arrivals = arrivals
+        self.compare_with = compare_with
+        self.reference_order = reference_order
+        self.reference_states: dict[int, dict[str, Any]] = {}  # failure-free snapshots read so far
+        self.durable_writes = False  # a recovered run is scratch: no fsync, no file hashes
+        self.threads_run = man.get("scheduler") == "threads"
+        for live in self.live:
+            live.wall_clock = self.threads_run
+        self.trace_sha = man["trace"]["sha256"]
+        self.res = RecoveryResult(snapshot=0, boundary=0, out_dir=str(out))
+        self._restore()
+
+    # ---- steps 1-3 ----
+    def _restore(self) -> None:
+        image, res = self.image, self.res
+        snap = latest_snapshot(image, res.warnings)
+        queues = image.queues
+        if snap is not None:
+            state = snap.state
+            try:
+                self.shared.load(state["shared"])
+                if len(state["local"]) != queues:
+                    raise ValueError(f"{len(state['local'])} queue-local states for {queues} queues")
+                self.local[:] = state["local"]
+                queue_bytes, queue_records = state["queue_bytes"], state["queue_records"]
+                input_bytes, input_records = state["input_bytes"], state["input_records"]
+                output_bytes, output_records = state["outputs_bytes"], state["outputs_released"]
+            except (KeyError, ValueError, TypeError) as exc:
+                raise DamagedRun(f"{image.path}: snapshot {snap.number} does not fit this middlebox ({exc})") from None
+            res.snapshot, res.boundary = snap.number, snap.boundary
+        else:
+            queue_bytes, queue_records = [FILE_HEADER.size] * queues, [0] * queues
+            input_bytes, input_records = FILE_HEADER.size, 0
+            output_bytes, output_records = FILE_HEADER.size, 0
+        self.start_boundary, self.start_number = res.boundary, res.snapshot
+        in_log = image.log("input.log")
+        self.durable = list(in_log.records(rec.iter_inputs, input_bytes, input_records))
+        res.torn_bytes["input.log"] = in_log.scan.torn_bytes
+        res.durable_inputs = res.boundary + len(self.durable)
+        logs = []
+        for q in range(queues):
+            records, torn = _read_queue(image, q, queue_bytes[q], queue_records[q])
+            logs.append(records)
+            res.torn_bytes[f"pal-{q}.log"] = torn
+        res.logged = [len(r) for r in logs]
+        cut = causal_cut(logs, [v.count for v in self.shared.variables], res.durable_inputs)
+        res.cut, res.cut_rounds = cut.cut, cut.rounds
+        self.plan = ReplayPlan([records[:n] for records, n in zip(logs, cut.cut)], cut.var_end)
+        # Outputs released before the snapshot belong to inputs it covers: only later ones matter.
+        out_log = image.log("output.log")
+        self.released = {(o.input_id, o.index): o.data
+                         for o in out_log.records(rec.iter_outputs, output_bytes, output_records)}
+        res.released_before = len(self.released)
+        self.regenerated: set[tuple[int, int]] = set()
+        self.manifest_extra = {"recovered_from": {"image": str(image.path), "snapshot": res.snapshot,
+                                                  "durable_inputs": res.durable_inputs}}
+
+    # ---- step 4-6: the engine's hooks ----
+    def _make_contexts(self) -> list[Any]:
+        cfg, sched, storage = self.cfg, self.sched, self.storage
+        return [ReplayContext(q, self.local[q], self.live[q], storage.logs[q], storage, cfg.flush_every,
+                              sched.sched_point_for(q), plan=self.plan, wait_until=sched.wait_until)
+                for q in range(cfg.queues)]
+
+    def _input_packets(self) -> Iterator[RawPacket]:
+        expect = self.res.boundary
+        for record in self.durable:
+            if record.id != expect:
+                self.res.input_gaps.append(f"input log holds packet {record.id} where {expect} was expected")
+            expect = record.id + 1
+            yield RawPacket(record.id, record.ts_ns, record.linktype, record.orig_len, record.data)
+        for packet in self.arrivals(expect):
+            if packet.index != expect:
+                self.res.input_gaps.append(f"packet {packet.index} arrived where {expect} was expected")
+            expect = packet.index + 1
+            yield packet
+
+    def _hold(self, q: int, pkt: Packet, outs: list[tuple[int, bytes]]) -> None:
+        fresh = []
+        for index, (linktype, data) in enumerate(outs):
+            oid = (pkt.id, index)
+            released = self.released.get(oid)
+            if released is None:
+                fresh.append((linktype, data))
+                continue
+            self.regenerated.add(oid)
+            self.res.duplicates_dropped += 1
+            if released != data:
+                self.res.output_mismatches.append({"output_id": list(oid), "released_bytes": len(released),
+                                                   "regenerated_bytes": len(data),
+                                                   "first_difference": _first_difference(released, data)})
+        if fresh:  # output ids stay (input id, index): the kept outputs keep their original index
+            deps = tuple(log.total for log in self.storage.logs)
+            finish = self.sched.now_ns()
+            self.storage.hold_output(q, [(pkt.id, i, lt, finish, deps, data) for i, (lt, data) in enumerate(outs)
+                                         if (pkt.id, i) not in self.released])
+
+    def _after_snapshot(self, number: int, boundary: int, state: dict[str, Any]) -> None:
+        """Compare with the failure-free run at the first boundary after the replayed inputs.
+
+        Past it the continuation is the failure-free run's own schedule (reseeded at the
+        boundary), so an equal state stays equal, and a differing one is decided here: allowed
+        if some variable saw its accesses in another order, a failure if not.
+        """
+        if self.compare_with is None or boundary < self.res.durable_inputs:
+            return
+        path = self.compare_with.path / "snapshots" / f"snap-{number:06d}.snap"
+        if not path.exists():
+            return
+        reference = self.reference_states.get(number)
+        if reference is None:
+            reference = self.reference_states.setdefault(number, self.compare_with.snapshot(path).state)
+        self._compare(state, reference, f"packet boundary {boundary}")
+        self.stop_requested = True
+
+    def _compare(self, state: dict[str, Any], reference: dict[str, Any], where: str) -> None:
+        res = self.res
+        difference = state_difference(state, reference, {})
+        res.compared_at, res.state_equal = where, difference is None
+        res.first_state_difference = None if difference is None else f"at {where}: {difference}"
+        if difference is not None and self.reference_order is not None:
+            changes = [[var, seq, packet, self.reference_order.get((var, seq), -1)]
+                       for var, seq, packet in self.plan.trace
+                       if self.reference_order.get((var, seq), -1) != packet]
+            res.order_changes_total = len(changes)
+            res.order_changes = changes[:20]
+
+    def recover(self) -> RecoveryResult:
+        result = self.run()
+        res = self.res
+        res.inputs_processed = result.packets_in
+        res.replayed, res.free_accesses, res.free_nondet = self.plan.replayed, self.plan.free_accesses, self.plan.free_nondet
+        res.divergences = [d.as_dict() for d in self.plan.divergences]
+        # Outputs of inputs before the snapshot were all released before it was taken.
+        res.missing_outputs = sorted([list(oid) for oid in set(self.released) - self.regenerated])
+        if res.compared_at is None and self.compare_with is not None:
+            self._compare(self.final_state, self.compare_with.reference().state, "end of trace")
+        return res
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def arrivals_from_log(run: RunDir) -> Arrivals:
+    """Inputs arriving again, taken from a complete run's input log (skips chunks by header)."""
+    def arrivals(start: int) -> Iterator[RawPacket]:
+        log = run.log("input.log")
+        for chunk in log.chunks():
+            if chunk.first_seq + chunk.count <= start:
+                continue
+            for record in rec.iter_inputs(chunk.raw):
+                if record.id >= start:
+                    yield RawPacket(record.id, record.ts_ns, record.linktype, record.orig_len, record.data)
+    return arrivals
+
+
+def arrivals_from_trace(trace: Path) -> Arrivals:
+    from ftmbctl.pcapio import iter_packets
+
+    def arrivals(start: int) -> Iterator[RawPacket]:
+        for packet in iter_packets(trace):
+            if packet.index >= start:
+                yield packet
+    return arrivals
+
+
+def recover(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> RecoveryResult:
+    """Recover ``image`` into the run directory ``out`` (replaced)."""
+    if out.exists():
+        shutil.rmtree(out)
+    return Recovery(image, arrivals, out, compare_with).recover()
