@@ -178,27 +178,156 @@ def middleboxes() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to write the demo run (replaced if it exists)."),
     trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use (default: the bundled traces/mixed.pcap)."),
-    seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule and of the crash sample."),
 ) -> None:
-    """Record the bundled trace through the NAT and show what was written.
+    """Record the bundled trace through the NAT, crash it, recover, and verify.
 
-    Uses 4 queues under the chaos scheduler, a snapshot every 1,000 packets.
+    Records with 4 queues under the chaos scheduler (a snapshot every 1,000 packets), then runs
+    the default crash sweep and reports whether every recovery kept the NAT's promises.
     """
     from ftmbctl import render
-    from ftmbctl.inspect import describe_run
     from ftmbctl.record import RecordConfig
     from ftmbctl.record import record as do_record
-    from ftmbctl.rundir import RunDir
 
     if not trace.exists():
         _fail(f"{trace}: the bundled trace is not there; pass --trace with a capture of your own", 3)
     cfg = RecordConfig(trace=trace, out=out, middlebox="nat", queues=4, snapshot_every=1000, flush_every=32,
                        scheduler="chaos", seed=seed, force=True)
-    render.stderr.print(f"demo: recording {trace} through nat, 4 queues, chaos scheduler, seed {seed}")
+    render.stderr.print(f"demo 1/2: recording {trace} through nat, 4 queues, chaos scheduler, seed {seed}")
     with render.progress_bar("record") as update:
         result = do_record(cfg, update)
     render.print_record_summary(render.record_summary(result, "chaos"))
-    render.print_run_description(describe_run(RunDir(out)))
+    render.stderr.print(f"demo 2/2: crash-replay and verify: {DEFAULT_SWEEP}")
+    report = _run_sweep(out, _sweep_config([], None, None, seed, False, False, 0, None))
+    render.print_sweep(report)
+    render.stdout.print(f"next: ftmbctl inspect {out} pal-0.log | ftmbctl crash-replay {out} --all --torn | "
+                        f"ftmbctl verify {out} --junit verify.xml")
+    if not report.consistent:
+        raise typer.Exit(1)
+
+DEFAULT_SWEEP = "40 random crash points (seed 1) with their torn variants, plus the snapshot chain"
+
+
+def _sweep_config(at: list[int], every: Optional[int], random_points: Optional[int], seed: int, all_points: bool,
+                  torn: bool, jobs: int, keep: Optional[Path]) -> Any:
+    from ftmbctl.verify import SweepConfig
+
+    if not at and every is None and random_points is None and not all_points:
+        random_points, torn = 40, True
+    if jobs < 0:
+        from ftmbctl.errors import UsageError
+
+        raise UsageError(f"--jobs must be 0 (all cores) or more, got {jobs}")
+    return SweepConfig(at=list(at), every=every, sample=random_points, seed=seed, everything=all_points, torn=torn,
+                       jobs=jobs, keep=keep)
+
+
+def _run_sweep(run: Path, cfg: Any) -> Any:
+    from ftmbctl import render
+    from ftmbctl.verify import sweep
+
+    with render.progress_bar("crash-replay") as update:
+        return sweep(run, cfg, update)
+
+
+@app.command("crash-replay")
+@handles_errors
+def crash_replay(
+    run: Path = typer.Argument(..., help="Run directory written by `ftmbctl record`."),
+    at: list[int] = typer.Option([], "--at", help="Crash right after timeline event E (repeatable)."),
+    every: Optional[int] = typer.Option(None, "--every", help="Crash after every K-th event."),
+    random_points: Optional[int] = typer.Option(None, "--random", help="Crash after N events drawn with --seed."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the --random sample."),
+    all_points: bool = typer.Option(False, "--all", help="Crash after every event (exhaustive)."),
+    torn: bool = typer.Option(False, "--torn", help="Also crash with half of the next write on disk (a torn log "
+                                                    "tail, or a half-written snapshot)."),
+    keep: Optional[Path] = typer.Option(None, "--keep", help="Write each crash image as a directory here."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes (0: one per core)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Crash a recorded run at chosen points, recover from what was durable, and check the result.
+
+    Without a selection it runs the default sweep. Results go to RUN/crash/results.json, which
+    `ftmbctl verify` reports. The snapshot chain (a crash just before each snapshot and after the
+    last event) is always checked.
+    """
+    from ftmbctl import render
+    from ftmbctl.report import report_json
+
+    cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep)
+    render.stderr.print(f"crash-replay {run}: seed {cfg.seed}")
+    report = _run_sweep(run, cfg)
+    if json_out:
+        print(report_json(report))
+    else:
+        render.print_sweep(report)
+        render.stdout.print(f"results written to {run / 'crash' / 'results.json'}")
+
+
+@app.command()
+@handles_errors
+def verify(
+    run: Path = typer.Argument(..., help="Run directory (with crash-replay results, or a default sweep is run)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: consistent, crash_points, ..."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file, one test case per crash point."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes for a default sweep (0: one per core)."),
+) -> None:
+    """Report whether the middlebox recovered consistently from every crash point.
+
+    Exit codes: 0 consistent, 1 inconsistency found, 2 usage error, 3 bad input or damaged run.
+    """
+    from ftmbctl import render
+    from ftmbctl.report import report_json, report_junit
+    from ftmbctl.verify import load_report
+
+    report = load_report(run)
+    if report is None:
+        render.stderr.print(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
+        report = _run_sweep(run, _sweep_config([], None, None, 1, False, False, jobs, None))
+    if junit is not None:
+        try:
+            junit.write_text(report_junit(report))
+        except OSError as exc:
+            _fail(f"{junit}: cannot write the JUnit file ({exc.strerror})", 2)
+    if json_out:
+        print(report_json(report))
+    else:
+        render.print_sweep(report)
+    if not report.consistent:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def recover(
+    image: Path = typer.Argument(..., help="A crash image kept by `crash-replay --keep`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory for the recovered execution (replaced)."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Where the packets that were not durable arrive "
+                                                               "from again (default: the trace named in the manifest)."),
+) -> None:
+    """Recover one crash image on its own, to debug one crash point in isolation.
+
+    Restores the latest intact snapshot of IMAGE, replays the causal cut in its recorded order,
+    then processes the inputs that were not durable from the trace. Exits 1 if the replay
+    diverged from its log or an output released before the crash came out different.
+    """
+    from ftmbctl import render
+    from ftmbctl.errors import BadInput
+    from ftmbctl.recovery import arrivals_from_trace
+    from ftmbctl.recovery import recover as do_recover
+    from ftmbctl.record import file_sha256
+    from ftmbctl.rundir import RunDir
+
+    image_dir = RunDir(image)
+    source = trace or Path(image_dir.manifest["trace"]["path"])
+    if file_sha256(source) != image_dir.manifest["trace"]["sha256"]:
+        raise BadInput(f"{source}: not the trace this run was recorded from (SHA-256 differs); pass --trace")
+    if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
+        _fail(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to replace it", 2)
+    res = do_recover(image_dir, arrivals_from_trace(source), out)
+    render.print_recovery(res)
+    if res.divergences or res.output_mismatches or res.missing_outputs:
+        raise typer.Exit(1)
 
 
 def main() -> None:

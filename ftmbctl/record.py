@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
-from ftmbctl.errors import BadInput, UsageError
+from ftmbctl.errors import BadInput, FtmbError, UsageError
 from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import hash64
-from ftmbctl.manifest import write_manifest
+from ftmbctl.manifest import read_manifest, write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket, iter_packets
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
@@ -79,6 +79,14 @@ class RecordResult:
     run_id: str = ""
 
 
+class MiddleboxFailed(Exception):
+    """A middlebox raised while processing a packet."""
+
+    def __init__(self, packet: int, queue: int, error: Exception) -> None:
+        super().__init__(f"packet {packet}: {error}")
+        self.packet, self.queue, self.error = packet, queue, error
+
+
 class RecordContext(Context):
     """The instrumented context: ordered logging of shared accesses and non-determinism."""
 
@@ -94,14 +102,15 @@ class RecordContext(Context):
     def _access(self, var: SharedVar, op: Callable[..., Any], a: Any, b: Any) -> Any:
         if self._sched_point is not None:
             self._sched_point()
+        log = self.log
         with var.lock:
             result = op(var, a, b)
             var.count = seq = var.count + 1
-            digest = var.digest32()
-        log = self.log
-        log.buf += _PAL_PACK(rec.TAG_PAL, self.packet.id, var.var_id, seq, digest)
-        log.total += 1
-        log.pending += 1
+            # The PAL is counted before the lock is released: a packet that takes the next access
+            # on this variable then depends on it (its dependency vector covers it).
+            log.buf += _PAL_PACK(rec.TAG_PAL, self.packet.id, var.var_id, seq, var.digest32())
+            log.total += 1
+            log.pending += 1
         if log.pending >= self.flush_every:
             self.storage.flush_queue(self.queue)
         return result
@@ -138,12 +147,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds an ftmbctl manifest (not just any file named manifest.json)."""
+    try:
+        doc = read_manifest(path)
+    except FtmbError:
+        return False
+    return isinstance(doc.get("run_id"), str)
+
+
 def prepare_out(out: Path, force: bool) -> None:
     if out.exists():
         if not force:
             raise UsageError(f"{out} already exists; pass --force to overwrite it")
         if out.is_dir():
-            if not (out / "manifest.json").exists() and any(out.iterdir()):
+            if any(out.iterdir()) and not is_run_dir(out):
                 raise UsageError(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to delete it")
             shutil.rmtree(out)
         else:
@@ -170,8 +188,8 @@ class Recorder:
         self.storage: Storage | None = None
         self.contexts: list[Context] = []
         self.result = RecordResult(run_dir=cfg.out if self.instrumented else None, seed=cfg.seed)
-        self.outputs = 0
-        self.dropped = 0
+        self.outputs = [0] * cfg.queues  # per queue: each worker counts only its own
+        self.dropped = [0] * cfg.queues
         # Where this run starts: packet 0 with a fresh state for a record; a snapshot's boundary
         # and number for a recovery (recovery.py sets these and restores the state).
         self.start_boundary = 0
@@ -188,12 +206,15 @@ class Recorder:
         ctx = self.contexts[q]
         ctx.packet = pkt
         ctx.outputs = []
-        self.mb.process(ctx, pkt)
+        try:
+            self.mb.process(ctx, pkt)
+        except Exception as exc:  # a middlebox bug: remember which packet, the scheduler stops the run
+            raise MiddleboxFailed(pkt.id, q, exc) from exc
         outs = ctx.outputs
         if not outs:
-            self.dropped += 1
+            self.dropped[q] += 1
             return
-        self.outputs += len(outs)
+        self.outputs[q] += len(outs)
         if self.storage is None:
             return
         self._hold(q, pkt, outs)
@@ -276,10 +297,13 @@ class Recorder:
             count = self._ingest()
             sched.stop()
         except WorkerFailed as failed:
-            cause = failed.__cause__
+            sched.abort()
             self._discard()
-            raise BadInput(f"middlebox {self.mb.name!r} raised {type(cause).__name__}: {cause} "
-                           f"(on packet {self._current_packet(cause)})") from None
+            cause = failed.__cause__
+            if isinstance(cause, MiddleboxFailed):
+                raise BadInput(f"middlebox {self.mb.name!r} raised {type(cause.error).__name__}: {cause.error} "
+                               f"on packet {cause.packet} (queue {cause.queue})") from None
+            raise BadInput(f"middlebox {self.mb.name!r} failed: {type(cause).__name__}: {cause}") from None
         except BadInput:
             # The trace turned out unreadable part-way: the directory this run created holds a
             # run of a trace that does not exist, so it goes (nothing of the user's was in it).
@@ -287,8 +311,8 @@ class Recorder:
             self._discard()
             raise
         self.result.packets_in = count
-        self.result.packets_out = self.outputs
-        self.result.dropped = self.dropped
+        self.result.packets_out = sum(self.outputs)
+        self.result.dropped = sum(self.dropped)
         if self.storage is not None:
             self.storage.finish(sync=self.durable_writes)
             end = self.start_boundary + count
@@ -320,10 +344,6 @@ class Recorder:
         if self.storage is not None:
             self.storage.close()
             shutil.rmtree(self.cfg.out, ignore_errors=True)
-
-    def _current_packet(self, _exc: BaseException) -> str:
-        ids = [ctx.packet.id for ctx in self.contexts if ctx.packet is not None]
-        return str(max(ids)) if ids else "?"
 
     def _count_records(self) -> tuple[int, int]:
         return sum(var.count for var in self.shared.variables), sum(

@@ -159,3 +159,61 @@ def _row_text(kind: str, row: dict[str, Any]) -> str:
                 f"release {row['release_ns'] / 1e9:.6f}  {row['caplen']} B")
     return (f"ev {row['event']:>5} {row['kind']:<16} arg {row['arg']:<5} snap {row['snapshot']:>3}  "
             f"input {row['input'][1]} rec  output {row['output'][1]} rec  queues {[q[1] for q in row['queues']]}")
+
+
+def print_sweep(report: Any) -> None:
+    """The verify table: one row per crash point that failed, then the summary."""
+    from ftmbctl.report import point_label
+
+    points = report.points
+    failed = [p for p in points if not p["consistent"]]
+    allowed = [p for p in points if p["consistent"] and p.get("allowed")]
+    if failed:
+        table = Table(title="inconsistencies", title_justify="left", show_lines=True)
+        table.add_column("crash point")
+        table.add_column("invariant", style="bold red")
+        table.add_column("what broke")
+        table.add_column("likely cause")
+        for point in failed:
+            for violation in point["violations"]:
+                table.add_row(point_label(point), violation["invariant"], violation["message"],
+                              violation.get("likely_cause", ""))
+        stdout.print(table)
+    summary = Table(title=f"verify {report.run}", show_header=False, title_justify="left")
+    summary.add_column("what", style="bold")
+    summary.add_column("value")
+    summary.add_row("crash points", f"{len(points)} ({sum(1 for p in points if p.get('chain'))} check the snapshot chain)")
+    summary.add_row("consistent", str(len(points) - len(failed)))
+    summary.add_row("  of which with allowed differences",
+                    f"{len(allowed)} (free accesses after the log ran in another order)")
+    summary.add_row("inconsistent", f"[bold red]{len(failed)}[/bold red]" if failed else "0")
+    summary.add_row("seed of the sample", str(report.seed))
+    rate = len(points) / report.seconds if report.seconds else 0
+    summary.add_row("time", f"{report.seconds:.2f} s ({rate:.1f} crash points/s)")
+    verdict = "[bold green]consistent[/bold green]" if not failed else "[bold red]INCONSISTENT[/bold red]"
+    summary.add_row("verdict", verdict)
+    stdout.print(summary)
+
+
+def print_recovery(res: Any) -> None:
+    table = Table(title=f"recovered into {res.out_dir}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("snapshot restored", f"{res.snapshot} (boundary {res.boundary:,} packets)" if res.snapshot
+                  else "none (initial state)")
+    for warning in res.warnings:
+        table.add_row("warning", warning)
+    table.add_row("durable inputs", f"{res.durable_inputs:,}")
+    torn = {k: v for k, v in res.torn_bytes.items() if v}
+    table.add_row("torn tails dropped", ", ".join(f"{k}: {v} B" for k, v in torn.items()) or "none")
+    table.add_row("logged records per queue", str(res.logged))
+    table.add_row("causal cut per queue", f"{res.cut} ({res.cut_rounds} fixpoint rounds)")
+    table.add_row("replayed in order", f"{res.replayed:,}")
+    table.add_row("free accesses / live values", f"{res.free_accesses:,} / {res.free_nondet:,}")
+    table.add_row("released before the crash", f"{res.released_before:,} ({res.duplicates_dropped:,} regenerated "
+                  "and dropped as duplicates)")
+    table.add_row("output mismatches", str(len(res.output_mismatches)))
+    table.add_row("divergences", "; ".join(f"{d['kind']} at packet {d['packet']}: log {d['expected']}, "
+                                           f"replay {d['got']}" for d in res.divergences[:3]) or "none")
+    table.add_row("inputs processed", f"{res.inputs_processed:,}")
+    stdout.print(table)
