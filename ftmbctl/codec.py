@@ -2,8 +2,9 @@
 
 No pickle: a snapshot may come from someone else, and decoding it must never run code. The
 encoding covers what middlebox state may hold: None, bool, int, float, str, bytes, tuple, list,
-dict, set and frozenset, nested. Sets are written in the order of their encoded members, so equal
-states encode to equal bytes. The grammar is specified in formats/snapshot.md.
+dict, set and frozenset, nested. Sets are written in the order of their encoded members, so a set's
+bytes do not depend on the process's hash seed. (Dicts keep their insertion order, which a
+deterministic run reproduces; equal dicts built in another order encode differently.) The grammar is specified in formats/snapshot.md.
 """
 
 from __future__ import annotations
@@ -83,7 +84,12 @@ def _encode(value: Any, out: bytearray, depth: int) -> None:
             _encode(item, out, depth + 1)
     elif kind is set or kind is frozenset:
         out += T_SET if kind is set else T_FROZENSET
-        members = sorted(encode(item) for item in value)
+        members = []
+        for item in value:  # each member encoded at its real depth, so what encodes also decodes
+            member = bytearray()
+            _encode(item, member, depth + 1)
+            members.append(bytes(member))
+        members.sort()
         _varint(len(members), out)
         for member in members:
             out += member

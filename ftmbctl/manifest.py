@@ -15,6 +15,7 @@ from typing import Any
 
 from ftmbctl import __version__
 from ftmbctl.errors import DamagedRun
+from ftmbctl.snapshot import write_atomically
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -72,7 +73,9 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
             "snapshots": len(result.snapshots),
             "events": result.events,
         }
-    (run_dir / MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    # temp file and rename: a crash while the manifest is rewritten leaves the old one, never half
+    write_atomically(run_dir / MANIFEST, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
+                     sync=hash_files)
     return sizes
 
 

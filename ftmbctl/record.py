@@ -32,6 +32,7 @@ from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_a
 from ftmbctl.storage import QueueLog, Storage
 
 _PAL_PACK = rec.PAL.pack
+MAX_BATCH_BYTES = 8 << 20  # an input chunk is flushed early rather than grow past this (readers cap chunks)
 _ND_PACK = rec.ND.pack
 
 
@@ -378,7 +379,7 @@ class Recorder:
                 raw += raw_pkt.data
             pending += 1
             count += 1
-            if pending >= cfg.flush_every:
+            if pending >= cfg.flush_every or len(raw) >= MAX_BATCH_BYTES:
                 self._flush_batch(raw, pending, batch)
                 raw, pending = bytearray(), 0
             if self.progress is not None and count % 256 == 0:

@@ -186,6 +186,7 @@ def iter_events(raw: bytes) -> Iterator[Event]:
     pos, size = 0, len(raw)
     while pos < size:
         _need(raw, pos, EVENT.size, "timeline event")
+        start = pos
         index, kind, arg, time_ns, snap, in_len, in_rec, out_len, out_rec, queues = EVENT.unpack_from(raw, pos)
         pos += EVENT.size
         _need(raw, pos, EVENT_QUEUE.size * queues, "timeline event queue part")
@@ -196,5 +197,5 @@ def iter_events(raw: bytes) -> Iterator[Event]:
             lens.append(n)
             recs.append(r)
         if kind not in EVENT_NAMES:
-            raise RecordError(f"unknown timeline event kind {kind}", pos)
+            raise RecordError(f"unknown timeline event kind {kind}", start)
         yield Event(index, kind, arg, time_ns, snap, in_len, in_rec, out_len, out_rec, tuple(lens), tuple(recs))

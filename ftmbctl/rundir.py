@@ -43,10 +43,14 @@ class LogFile:
                 first_seq: int = 0) -> Iterator[T]:
         for chunk in self.chunks(start, first_seq):
             try:
-                yield from decode(chunk.raw)
+                decoded = list(decode(chunk.raw))
             except rec.RecordError as exc:
                 raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset}: {exc} "
                                  f"(record byte {exc.offset})") from None
+            if len(decoded) != chunk.count:
+                raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset} holds {len(decoded)} records, "
+                                 f"its header says {chunk.count}")
+            yield from decoded
 
 
 def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, limit: int | None = None) -> LogFile:
@@ -119,10 +123,9 @@ class RunDir:
         folder = self.path / "snapshots"
         if not folder.is_dir():
             return []
-        paths = sorted(p for p in folder.glob("snap-*.snap") if p.is_file())
-        if self.max_snapshot is not None:
-            paths = [p for p in paths if snapshot_number(p) is not None and snapshot_number(p) <= self.max_snapshot]
-        return paths
+        numbered = [(snapshot_number(p), p) for p in folder.glob("snap-*.snap") if p.is_file()]
+        limit = self.max_snapshot
+        return [p for n, p in sorted(numbered) if n is not None and (limit is None or n <= limit)]
 
     def snapshot(self, path: Path) -> Snapshot:
         return read_snapshot(path, self.run_id)

@@ -86,27 +86,35 @@ class Map(SharedVar):
     """A dict with an additive digest over its entries. One lock for the whole map."""
 
     kind = "map"
-    __slots__ = ("data", "digest")
+    __slots__ = ("data", "hashes", "digest")
 
     def __init__(self, name: str, var_id: int) -> None:
         super().__init__(name, var_id)
         self.data: dict[Any, Any] = {}
+        self.hashes: dict[Any, int] = {}  # each entry's hash, so removing it subtracts what was added
         self.digest = 0
 
     def digest64(self) -> int:
         return self.digest
 
-    # -- the single place where entries change, so the digest can never drift --
+    # -- the single place where entries change, so the digest can never drift. Keys that are equal
+    # but print differently (1, 1.0, True) would hash differently: an overwritten entry is removed
+    # and inserted again, so the stored key is always the one its hash was computed from. --
     def _set(self, key: Any, value: Any) -> None:
-        data = self.data
-        if key in data:
-            self.digest = (self.digest - value_hash((key, data[key]))) & MASK64
+        data, hashes = self.data, self.hashes
+        entry_hash = value_hash((key, value))
+        delta = entry_hash
+        old = hashes.pop(key, None)
+        if old is not None:
+            del data[key]
+            delta -= old
         data[key] = value
-        self.digest = (self.digest + value_hash((key, value))) & MASK64
+        hashes[key] = entry_hash
+        self.digest = (self.digest + delta) & MASK64
 
     def _del(self, key: Any) -> Any:
         value = self.data.pop(key)
-        self.digest = (self.digest - value_hash((key, value))) & MASK64
+        self.digest = (self.digest - self.hashes.pop(key)) & MASK64
         return value
 
     def op_get(self, key: Any, default: Any) -> Any:
@@ -152,6 +160,7 @@ class Map(SharedVar):
 
     def load(self, value: Any, count: int) -> None:
         self.data = {}
+        self.hashes = {}
         self.digest = 0
         for key, item in value.items():
             self._set(key, item)

@@ -25,7 +25,8 @@ from ftmbctl.errors import DamagedRun
 MAGIC = b"FTMS"
 VERSION = 1
 HEADER = struct.Struct("<4sHH16sIIIIII")
-FLAG_FINAL = 1  # the failure-free run's final state (reference.snap), not a periodic snapshot
+FLAG_FINAL = 1
+MAX_STATE = 1 << 30  # a snapshot claiming more state than this is not one ftmbctl wrote  # the failure-free run's final state (reference.snap), not a periodic snapshot
 
 
 def snapshot_name(number: int) -> str:
@@ -87,8 +88,12 @@ def decode_snapshot(path: Path, data: bytes, run_id: bytes | None = None) -> Sna
         raise DamagedRun(f"{path}: snapshot body is {len(body)} bytes, header says {length}")
     if zlib.crc32(body) != body_crc:
         raise DamagedRun(f"{path}: snapshot body checksum mismatch at byte {HEADER.size}")
+    if raw_length > MAX_STATE:
+        raise DamagedRun(f"{path}: snapshot header claims {raw_length} bytes of state (at most {MAX_STATE})")
     try:
         raw = lz4.block.decompress(body, uncompressed_size=raw_length)
+        if len(raw) != raw_length:
+            raise DamagedRun(f"{path}: snapshot body decompresses to {len(raw)} bytes, header says {raw_length}")
         state = codec.decode(raw)
     except (lz4.block.LZ4BlockError, codec.CodecError) as exc:
         raise DamagedRun(f"{path}: snapshot body does not decode ({exc})") from None

@@ -14,6 +14,7 @@ from ftmbctl import records as rec
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, ChunkWriter
 
 TIMELINE_CHUNK = 256  # events per timeline chunk
+MAX_CHUNK_BYTES = 8 << 20  # a release batch larger than this is split over several chunks
 
 
 class QueueLog:
@@ -45,8 +46,9 @@ class OutputLogger:
         self.released = 0
         self.delays_ns: list[int] = []
 
-    def release(self, stable: list[int], durable_inputs: int, now_ns: int) -> tuple[bytes, int]:
-        """Pop every releasable output; returns them packed as output.log records, and how many."""
+    def release(self, stable: list[int], durable_inputs: int, now_ns: int) -> list[tuple[bytes, int]]:
+        """Pop every releasable output; returns them packed as output.log chunks: (records, count)."""
+        chunks: list[tuple[bytes, int]] = []
         packed = bytearray()
         count = 0
         delays = self.delays_ns
@@ -63,10 +65,15 @@ class OutputLogger:
                     packed += rec.pack_output_fields(input_id, index, linktype, finish_ns, now_ns, deps, data)
                     delays.append(now_ns - finish_ns)
                     count += 1
+                    self.released += 1
+                    if len(packed) >= MAX_CHUNK_BYTES:
+                        chunks.append((bytes(packed), count))
+                        packed, count = bytearray(), 0
                     continue
                 break
-        self.released += count
-        return bytes(packed), count
+        if count:
+            chunks.append((bytes(packed), count))
+        return chunks
 
     def held_count(self) -> int:
         return sum(len(fifo) for fifo in self.held)
@@ -151,11 +158,12 @@ class Storage:
                 self._release()
 
     def _release(self) -> None:
-        packed, count = self.ol.release([log.durable for log in self.logs], self.input_base + self.input.records,
-                                        self.now_ns())
-        if count:
-            self.output.append(packed, count)
-            self._event(rec.EV_RELEASE, count)
+        chunks = self.ol.release([log.durable for log in self.logs], self.input_base + self.input.records,
+                                 self.now_ns())
+        if chunks:
+            for packed, count in chunks:
+                self.output.append(packed, count)
+            self._event(rec.EV_RELEASE, sum(count for _, count in chunks))
 
     def snapshot_begin(self, number: int) -> None:
         with self.lock:
