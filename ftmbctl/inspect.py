@@ -42,7 +42,7 @@ def describe_run(run: RunDir) -> dict[str, Any]:
     for name in ["input.log", *run.queue_log_names(), "output.log", "timeline.log"]:
         log = run.log(name)
         chunks = sum(1 for _ in log.chunks())
-        files.append({"file": name, "bytes": len(log.data), "chunks": chunks, "records": log.scan.records,
+        files.append({"file": name, "bytes": log.size, "chunks": chunks, "records": log.scan.records,
                       "torn_bytes": log.scan.torn_bytes})
     snaps = []
     for path in run.snapshot_paths():
@@ -109,7 +109,7 @@ def _describe_log(run: RunDir, name: str, kind: int, limit: int | None) -> dict[
             listed += 1
         chunks.append({"offset": chunk.offset, "first_seq": chunk.first_seq, "count": chunk.count,
                        "stored_bytes": chunk.stored, "raw_bytes": len(chunk.raw), "records": rows})
-    return {"file": name, "kind": rec_kind_name(kind), "bytes": len(log.data), "records": log.scan.records,
+    return {"file": name, "kind": rec_kind_name(kind), "bytes": log.size, "records": log.scan.records,
             "torn_bytes": log.scan.torn_bytes, "chunks": chunks}
 
 

@@ -32,12 +32,13 @@ class LogFile:
     """A log's bytes (memory-mapped, so nothing grows with the log) and its header."""
 
     path: Path
-    data: Any  # bytes or mmap
+    data: Any  # bytes or mmap of the whole file
+    size: int  # bytes that count: the whole file, or its durable prefix in a crash image
     kind: int
     scan: LogScan
 
     def chunks(self, start: int = FILE_HEADER.size, first_seq: int = 0) -> Iterator[Chunk]:
-        return iter_chunks(self.path, self.data, self.scan, start, first_seq)
+        return iter_chunks(self.path, self.data, self.scan, start, first_seq, self.size)
 
     def records(self, decode: Callable[[bytes], Iterator[T]], start: int = FILE_HEADER.size,
                 first_seq: int = 0) -> Iterator[T]:
@@ -68,10 +69,9 @@ def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, l
         raise DamagedRun(f"{path}: is a directory, expected a log file") from None
     except OSError as exc:
         raise DamagedRun(f"{path}: cannot be read ({exc.strerror})") from None
-    if limit is not None and limit < len(data):
-        data = data[:limit]
-    header = read_file_header(path, data[:FILE_HEADER.size], kind, run_id)
-    return LogFile(path, data, header.kind, LogScan(header))
+    size = len(data) if limit is None else min(limit, len(data))  # no copy: chunks stop at ``size``
+    header = read_file_header(path, data[:min(size, FILE_HEADER.size)], kind, run_id)
+    return LogFile(path, data, size, header.kind, LogScan(header))
 
 
 def snapshot_number(path: Path) -> int | None:

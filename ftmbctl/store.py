@@ -134,11 +134,11 @@ def read_file_header(path: Path, data: bytes, kind: int | None = None,
 
 
 def iter_chunks(path: Path, data: bytes, scan: LogScan, start: int = FILE_HEADER.size,
-                first_seq: int = 0) -> Iterator[Chunk]:
+                first_seq: int = 0, size: int | None = None) -> Iterator[Chunk]:
     """Decode the chunks of ``data`` from ``start``; fill ``scan`` as it goes (torn tail, end)."""
     pos = start
     expect_seq = first_seq
-    size = len(data)
+    size = len(data) if size is None else min(size, len(data))  # a crash image's durable length
     scan.end = pos
     scan.records = first_seq
     while pos < size:
