@@ -33,7 +33,8 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat + 1):  # the first pair warms caches and imports, and is dropped
             for mode in ("ftmb", "vanilla"):
-                cfg = RecordConfig(trace=args.trace, out=Path(tmp) / "run", middlebox=args.middlebox,
+                # a fresh directory each time: replacing an old run (--force) is not a cost of FTMB
+                cfg = RecordConfig(trace=args.trace, out=Path(tmp) / f"run-{i}-{mode}", middlebox=args.middlebox,
                                    queues=args.queues, snapshot_every=args.snapshot_every,
                                    flush_every=args.flush_every, scheduler=args.scheduler, seed=args.seed,
                                    mode=mode, force=True)

@@ -200,8 +200,8 @@ def demo(
     render.stderr.print(f"demo 2/2: crash-replay and verify: {DEFAULT_SWEEP}")
     report = _run_sweep(out, _sweep_config([], None, None, seed, False, False, 0, None))
     render.print_sweep(report)
-    render.stdout.print(f"next: ftmbctl inspect {out} pal-0.log | ftmbctl crash-replay {out} --all --torn | "
-                        f"ftmbctl verify {out} --junit verify.xml")
+    render.stdout.print(f"next steps:\n  ftmbctl inspect {out} pal-0.log\n  ftmbctl crash-replay {out} --all --torn"
+                        f"\n  ftmbctl verify {out} --junit verify.xml")
     if not report.consistent:
         raise typer.Exit(1)
 

@@ -32,7 +32,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
 from ftmbctl.errors import BadInput, UsageError
 
@@ -53,9 +53,9 @@ class Option:
     help: str
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One input packet as a middlebox sees it."""
+class Packet(NamedTuple):
+    """One input packet as a middlebox sees it (immutable; a NamedTuple because one is built
+    per packet)."""
 
     id: int  # index in the trace: the input id
     ts_ns: int  # pcap timestamp (deterministic: needs no logging)

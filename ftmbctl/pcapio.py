@@ -22,13 +22,14 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ftmbctl.errors import BadInput, UsageError
 
 
-@dataclass(frozen=True, slots=True)
-class RawPacket:
-    """One captured packet, the same whichever container format it came from."""
+class RawPacket(NamedTuple):
+    """One captured packet, the same whichever container format it came from (a NamedTuple:
+    the reader builds one per packet on the hot path of record)."""
 
     index: int  # 0-based packet number in the file
     ts_ns: int  # nanoseconds since the epoch

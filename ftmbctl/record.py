@@ -289,7 +289,9 @@ class Recorder:
         sched = self.sched
         if self.instrumented:
             prepare_out(cfg.out, cfg.force)
-            write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra)
+            # not fsynced: until the final manifest replaces it, it only marks an unfinished run
+            write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra,
+                           hash_files=False)
             self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns, input_base=self.start_boundary)
         self.contexts = self._make_contexts()
         self._reseed(self.start_number)
