@@ -38,7 +38,9 @@ class Scheduler(str, Enum):
 def _fail(message: str, code: int) -> None:
     from ftmbctl import render
 
-    render.stderr.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    from rich.text import Text
+
+    render.stderr.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -101,7 +103,7 @@ def record(
     cfg = RecordConfig(trace=trace, out=out, middlebox=middlebox, mb_opts=list(mb_opt), queues=queues,
                        snapshot_every=snapshot_every, flush_every=flush_every, scheduler=scheduler.value,
                        seed=seed, force=force)
-    render.stderr.print(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}")
+    render.note(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}")
     with render.progress_bar("record") as update:
         result = do_record(cfg, update)
     summary = render.record_summary(result, scheduler.value)
@@ -127,8 +129,11 @@ def inspect(
     """
     from ftmbctl import render
     from ftmbctl.inspect import describe_file, describe_run
+    from ftmbctl.errors import UsageError
     from ftmbctl.rundir import RunDir
 
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit must not be negative, got {limit}")
     run_dir = RunDir(run)
     doc = describe_run(run_dir) if file is None else describe_file(run_dir, file, limit)
     if json_out:
@@ -150,7 +155,7 @@ def export(
     from ftmbctl.export import export_outputs
 
     count, fmt = export_outputs(run, outputs)
-    render.stdout.print(f"wrote {count:,} released outputs to {outputs} ({fmt})")
+    render.say(f"wrote {count:,} released outputs to {outputs} ({fmt})")
 
 
 @app.command()
@@ -193,14 +198,14 @@ def demo(
         _fail(f"{trace}: the bundled trace is not there; pass --trace with a capture of your own", 3)
     cfg = RecordConfig(trace=trace, out=out, middlebox="nat", queues=4, snapshot_every=1000, flush_every=32,
                        scheduler="chaos", seed=seed, force=True)
-    render.stderr.print(f"demo 1/2: recording {trace} through nat, 4 queues, chaos scheduler, seed {seed}")
+    render.note(f"demo 1/2: recording {trace} through nat, 4 queues, chaos scheduler, seed {seed}")
     with render.progress_bar("record") as update:
         result = do_record(cfg, update)
     render.print_record_summary(render.record_summary(result, "chaos"))
-    render.stderr.print(f"demo 2/2: crash-replay and verify: {DEFAULT_SWEEP}")
+    render.note(f"demo 2/2: crash-replay and verify: {DEFAULT_SWEEP}")
     report = _run_sweep(out, _sweep_config([], None, None, seed, False, False, 0, None))
     render.print_sweep(report)
-    render.stdout.print(f"next steps:\n  ftmbctl inspect {out} pal-0.log\n  ftmbctl crash-replay {out} --all --torn"
+    render.say(f"next steps:\n  ftmbctl inspect {out} pal-0.log\n  ftmbctl crash-replay {out} --all --torn"
                         f"\n  ftmbctl verify {out} --junit verify.xml")
     if not report.consistent:
         raise typer.Exit(1)
@@ -255,13 +260,13 @@ def crash_replay(
     from ftmbctl.report import report_json
 
     cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep)
-    render.stderr.print(f"crash-replay {run}: seed {cfg.seed}")
+    render.note(f"crash-replay {run}: seed {cfg.seed}")
     report = _run_sweep(run, cfg)
     if json_out:
         print(report_json(report))
     else:
         render.print_sweep(report)
-        render.stdout.print(f"results written to {run / 'crash' / 'results.json'}")
+        render.say(f"results written to {run / 'crash' / 'results.json'}")
 
 
 @app.command()
@@ -282,7 +287,7 @@ def verify(
 
     report = load_report(run)
     if report is None:
-        render.stderr.print(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
+        render.note(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
         report = _run_sweep(run, _sweep_config([], None, None, 1, False, False, jobs, None))
     if junit is not None:
         try:

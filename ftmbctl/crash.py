@@ -89,8 +89,11 @@ def can_tear(events: list[rec.Event], index: int) -> bool:
 
 
 def image_view(run: RunDir, spec: ImageSpec) -> RunDir:
-    """The crash image as a read-only view of the run directory (no bytes copied)."""
-    return RunDir(run.path, limits=spec.limits, max_snapshot=spec.max_snapshot)
+    """The crash image as a read-only view of the run directory (no bytes copied; snapshots are
+    decoded once for all the views of one run)."""
+    if run.snapshot_cache is None:
+        run.snapshot_cache = {}
+    return RunDir(run.path, limits=spec.limits, max_snapshot=spec.max_snapshot, snapshot_cache=run.snapshot_cache)
 
 
 def write_image(run: RunDir, point: CrashPoint, spec: ImageSpec, dest: Path) -> Path:

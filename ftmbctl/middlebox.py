@@ -120,8 +120,8 @@ def resolve_middlebox(spec: str) -> type[Middlebox]:
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise BadInput(f"cannot import middlebox module {target!r}: {exc}") from None
+        except Exception as exc:  # a user's module can raise anything while importing
+            raise BadInput(f"cannot import middlebox module {target!r}: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, class_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, Middlebox)):
         raise BadInput(f"{spec}: {class_name!r} is not a Middlebox subclass in {target}")

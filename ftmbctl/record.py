@@ -157,17 +157,23 @@ def is_run_dir(path: Path) -> bool:
     return isinstance(doc.get("run_id"), str)
 
 
-def prepare_out(out: Path, force: bool) -> None:
+def prepare_out(out: Path, force: bool) -> Path | None:
+    """Make ``out`` a fresh run directory. An old run replaced with ``--force`` is moved aside,
+    not deleted: it is deleted once the new run is complete, and put back if the new one fails."""
+    backup = None
     if out.exists():
         if not force:
             raise UsageError(f"{out} already exists; pass --force to overwrite it")
-        if out.is_dir():
-            if any(out.iterdir()) and not is_run_dir(out):
-                raise UsageError(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to delete it")
-            shutil.rmtree(out)
-        else:
+        if not out.is_dir():
             raise UsageError(f"{out} exists and is not a directory")
+        if any(out.iterdir()) and not is_run_dir(out):
+            raise UsageError(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to delete it")
+        backup = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        if backup.exists():
+            shutil.rmtree(backup)
+        out.rename(backup)
     (out / "snapshots").mkdir(parents=True)
+    return backup
 
 
 class Recorder:
@@ -201,6 +207,7 @@ class Recorder:
         self.scratch = False  # a run only looked at in memory (verify's recoveries): no snapshot files
         self.final_state: dict[str, Any] = {}
         self.manifest_extra: dict[str, Any] = {}
+        self.replaced: Path | None = None  # an old run moved aside by --force until this one completes
 
     # ---- worker side ----
     def _process(self, q: int, pkt: Packet) -> None:
@@ -288,7 +295,7 @@ class Recorder:
         queues = cfg.queues
         sched = self.sched
         if self.instrumented:
-            prepare_out(cfg.out, cfg.force)
+            self.replaced = prepare_out(cfg.out, cfg.force)
             # not fsynced: until the final manifest replaces it, it only marks an unfinished run
             write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra,
                            hash_files=False)
@@ -329,6 +336,8 @@ class Recorder:
             self.result.files = write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=True,
                                                result=self.result, extra=self.manifest_extra,
                                                hash_files=self.durable_writes)
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
         self.result.wall_seconds = time.perf_counter() - started
         return self.result
 
@@ -347,6 +356,8 @@ class Recorder:
         if self.storage is not None:
             self.storage.close()
             shutil.rmtree(self.cfg.out, ignore_errors=True)
+            if self.replaced is not None:  # the run that --force was to replace comes back
+                self.replaced.rename(self.cfg.out)
 
     def _count_records(self) -> tuple[int, int]:
         return sum(var.count for var in self.shared.variables), sum(

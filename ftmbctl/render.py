@@ -9,9 +9,22 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+# Markup and emoji codes off: paths, class names and messages come from users, and "[red]" in a
+# file name or ":fire:" in a class name must print as written. Styles are given as Text objects.
+stdout = Console(highlight=False, markup=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+def note(message: str) -> None:
+    """A line for the person at the terminal (stderr), never wrapped or interpreted."""
+    stderr.print(message, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A line of results (stdout), never wrapped or interpreted."""
+    stdout.print(message, soft_wrap=True)
 
 
 @contextmanager
@@ -97,8 +110,8 @@ def print_json(doc: Any) -> None:
 
 def print_run_description(doc: dict[str, Any]) -> None:
     mb = doc["middlebox"] or {}
-    stdout.print(f"[bold]{doc['run']}[/bold]  run {doc['run_id']}  "
-                 f"{'complete' if doc['complete'] else '[red]incomplete[/red]'}")
+    stdout.print(Text.assemble((doc["run"], "bold"), f"  run {doc['run_id']}  ",
+                               ("complete", "") if doc["complete"] else ("incomplete", "red")))
     stdout.print(f"middlebox {mb.get('spec')} {' '.join(mb.get('options', []))}  queues {doc['queues']}  "
                  f"scheduler {doc['scheduler']}  seed {doc['seed']}  mode {doc['mode']}")
     table = Table(title="logs", title_justify="left")
@@ -186,11 +199,11 @@ def print_sweep(report: Any) -> None:
     summary.add_row("consistent", str(len(points) - len(failed)))
     summary.add_row("  of which with allowed differences",
                     f"{len(allowed)} (free accesses after the log ran in another order)")
-    summary.add_row("inconsistent", f"[bold red]{len(failed)}[/bold red]" if failed else "0")
+    summary.add_row("inconsistent", Text(str(len(failed)), style="bold red" if failed else ""))
     summary.add_row("seed of the sample", str(report.seed))
     rate = len(points) / report.seconds if report.seconds else 0
     summary.add_row("time", f"{report.seconds:.2f} s ({rate:.1f} crash points/s)")
-    verdict = "[bold green]consistent[/bold green]" if not failed else "[bold red]INCONSISTENT[/bold red]"
+    verdict = Text("consistent", style="bold green") if not failed else Text("INCONSISTENT", style="bold red")
     summary.add_row("verdict", verdict)
     stdout.print(summary)
 

@@ -3,6 +3,7 @@ inspect, export, crash, recovery and verify, so that every reader checks the sam
 
 from __future__ import annotations
 
+import copy
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +84,15 @@ def snapshot_number(path: Path) -> int | None:
 class RunDir:
     """A run directory: the manifest, the logs and the snapshots, all checked as they are read."""
 
-    def __init__(self, path: Path, limits: dict[str, int] | None = None, max_snapshot: int | None = None) -> None:
+    def __init__(self, path: Path, limits: dict[str, int] | None = None, max_snapshot: int | None = None,
+                 snapshot_cache: dict[tuple[str, int, int], Snapshot] | None = None) -> None:
         """``limits`` and ``max_snapshot`` make this a view of a crash image without copying bytes:
-        each log is cut at its durable length, and snapshots after ``max_snapshot`` do not exist."""
+        each log is cut at its durable length, and snapshots after ``max_snapshot`` do not exist.
+        ``snapshot_cache`` lets many views of one run decode each snapshot file once."""
         self.path = Path(path)
         self.limits = limits or {}
         self.max_snapshot = max_snapshot
+        self.snapshot_cache = snapshot_cache
         self.manifest = read_manifest(self.path)
         try:
             self.run_id = bytes.fromhex(self.manifest["run_id"])
@@ -128,7 +132,19 @@ class RunDir:
         return [p for n, p in sorted(numbered) if n is not None and (limit is None or n <= limit)]
 
     def snapshot(self, path: Path) -> Snapshot:
-        return read_snapshot(path, self.run_id)
+        """A snapshot's contents; the caller may change its state (queue-local state is copied)."""
+        if self.snapshot_cache is None:
+            return read_snapshot(path, self.run_id)
+        try:
+            stat = path.stat()
+        except OSError:
+            return read_snapshot(path, self.run_id)  # reports the missing file
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        snap = self.snapshot_cache.get(key)
+        if snap is None:
+            snap = self.snapshot_cache.setdefault(key, read_snapshot(path, self.run_id))
+        state = dict(snap.state, local=copy.deepcopy(snap.state.get("local")))
+        return Snapshot(snap.number, snap.boundary, snap.flags, state)
 
     def reference(self) -> Snapshot:
         return read_snapshot(self.path / "reference.snap", self.run_id)
