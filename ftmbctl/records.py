@@ -179,6 +179,21 @@ def iter_outputs(raw: bytes) -> Iterator[OutputRecord]:
         pos += caplen
 
 
+def iter_output_data(raw: bytes) -> Iterator[tuple[tuple[int, int], bytes]]:
+    """Only (output id, bytes) of each output: what recovery compares regenerated outputs with."""
+    pos, size = 0, len(raw)
+    while pos < size:
+        _need(raw, pos, OUTPUT.size, "output")
+        input_id, index, _lt, _fin, _rel, queues = OUTPUT.unpack_from(raw, pos)
+        pos += OUTPUT.size + 4 * queues
+        _need(raw, pos, 4, "output dependency vector")
+        (caplen,) = OUTPUT_LEN.unpack_from(raw, pos)
+        pos += 4
+        _need(raw, pos, caplen, "output packet")
+        yield (input_id, index), raw[pos:pos + caplen]
+        pos += caplen
+
+
 def iter_events(raw: bytes) -> Iterator[Event]:
     pos, size = 0, len(raw)
     while pos < size:

@@ -166,8 +166,7 @@ class Recovery(Recorder):
         self.plan = ReplayPlan([records[:n] for records, n in zip(logs, cut.cut)], cut.var_end)
         # Outputs released before the snapshot belong to inputs it covers: only later ones matter.
         out_log = image.log("output.log")
-        self.released = {(o.input_id, o.index): o.data
-                         for o in out_log.records(rec.iter_outputs, output_bytes, output_records)}
+        self.released = dict(out_log.records(rec.iter_output_data, output_bytes, output_records))
         res.released_before = len(self.released)
         self.regenerated: set[tuple[int, int]] = set()
         self.manifest_extra = {"recovered_from": {"image": str(image.path), "snapshot": res.snapshot,
