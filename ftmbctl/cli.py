@@ -254,7 +254,7 @@ def crash_replay(
 
     Without a selection it runs the default sweep. Results go to RUN/crash/results.json, which
     `ftmbctl verify` reports. The snapshot chain (a crash just before each snapshot and after the
-    last event) is always checked.
+    last event) is always checked. Exit codes as for verify: 0 consistent, 1 inconsistent.
     """
     from ftmbctl import render
     from ftmbctl.report import report_json
@@ -267,6 +267,8 @@ def crash_replay(
     else:
         render.print_sweep(report)
         render.say(f"results written to {run / 'crash' / 'results.json'}")
+    if not report.consistent:
+        raise typer.Exit(1)
 
 
 @app.command()

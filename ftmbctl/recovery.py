@@ -63,6 +63,9 @@ class RecoveryResult:
     first_state_difference: str | None = None
     order_changes: list[list[int]] = field(default_factory=list)  # [var, seq, packet, failure-free packet]
     order_changes_total: int = 0
+    # outputs of the recovered run (regenerated and new) that differ from the failure-free run's
+    output_differences: list[dict[str, Any]] = field(default_factory=list)  # output_id, what, message
+    output_differences_total: int = 0
     out_dir: str = ""
 
 
@@ -114,7 +117,6 @@ class Recovery(Recorder):
                            mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
                            flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], force=True)
         super().__init__(cfg, build_middlebox(cfg.middlebox, cfg.mb_opts))
-        self.sched.sticky = True
         self.image = image
         self.arrivals = arrivals
         self.compare_with = compare_with
@@ -164,13 +166,24 @@ class Recovery(Recorder):
         cut = causal_cut(logs, [v.count for v in self.shared.variables], res.durable_inputs)
         res.cut, res.cut_rounds = cut.cut, cut.rounds
         self.plan = ReplayPlan([records[:n] for records, n in zip(logs, cut.cut)], cut.var_end)
+        # While S is replayed, a worker keeps the baton until it must wait for its turn (any order of
+        # the rest is correct, and this switches threads least). Once S is used up the seeded chaos
+        # schedule takes over: a recovery with nothing to replay (a crash right at a snapshot) then
+        # runs exactly the failure-free schedule, so full state and outputs are compared exactly.
+        self.sched.sticky = self.plan.remaining > 0
+        self.plan.on_done = self._replay_done
         # Outputs released before the snapshot belong to inputs it covers: only later ones matter.
         out_log = image.log("output.log")
         self.released = dict(out_log.records(rec.iter_output_data, output_bytes, output_records))
+        self.output_start = (output_bytes, output_records)  # where outputs after the snapshot begin
+        self.produced: dict[tuple[int, int], bytes] = {}  # every output recovery made, for comparison
         res.released_before = len(self.released)
         self.regenerated: set[tuple[int, int]] = set()
         self.manifest_extra = {"recovered_from": {"image": str(image.path), "snapshot": res.snapshot,
                                                   "durable_inputs": res.durable_inputs}}
+
+    def _replay_done(self) -> None:
+        self.sched.sticky = False
 
     # ---- step 4-6: the engine's hooks ----
     def _make_contexts(self) -> list[Any]:
@@ -196,6 +209,8 @@ class Recovery(Recorder):
         fresh = []
         for index, (linktype, data) in enumerate(outs):
             oid = (pkt.id, index)
+            if self.compare_with is not None:
+                self.produced[oid] = data
             released = self.released.get(oid)
             if released is None:
                 fresh.append((linktype, data))
@@ -227,20 +242,49 @@ class Recovery(Recorder):
         reference = self.reference_states.get(number)
         if reference is None:
             reference = self.reference_states.setdefault(number, self.compare_with.snapshot(path).state)
-        self._compare(state, reference, f"packet boundary {boundary}")
+        self._compare(state, reference, f"packet boundary {boundary}", reference.get("outputs_bytes"))
         self.stop_requested = True
 
-    def _compare(self, state: dict[str, Any], reference: dict[str, Any], where: str) -> None:
+    def _compare(self, state: dict[str, Any], reference: dict[str, Any], where: str,
+                 outputs_end: int | None = None) -> None:
         res = self.res
         difference = state_difference(state, reference, {})
         res.compared_at, res.state_equal = where, difference is None
         res.first_state_difference = None if difference is None else f"at {where}: {difference}"
-        if difference is not None and self.reference_order is not None:
+        self._compare_outputs(outputs_end)
+        if (difference is not None or res.output_differences_total) and self.reference_order is not None:
             changes = [[var, seq, packet, self.reference_order.get((var, seq), -1)]
                        for var, seq, packet in self.plan.trace
                        if self.reference_order.get((var, seq), -1) != packet]
             res.order_changes_total = len(changes)
             res.order_changes = changes[:20]
+
+    def _compare_outputs(self, end: int | None) -> None:
+        """Every output of the failure-free run from the snapshot up to ``end`` (a byte offset of its
+        output log: everything released before the next snapshot) against what recovery made."""
+        assert self.compare_with is not None
+        log = self.compare_with.log("output.log")
+        start, first_seq = self.output_start
+        expected: dict[tuple[int, int], bytes] = {}
+        for chunk in log.chunks(start, first_seq):
+            if end is not None and chunk.offset >= end:
+                break
+            expected.update(rec.iter_output_data(chunk.raw))
+        differences = []
+        for oid in sorted(expected.keys() | self.produced.keys()):
+            mine, theirs = self.produced.get(oid), expected.get(oid)
+            if mine == theirs:
+                continue
+            if theirs is None:
+                what, text = "extra", f"output {oid} was not in the failure-free run"
+            elif mine is None:
+                what, text = "missing", f"output {oid} of the failure-free run was not produced"
+            else:
+                what, text = "bytes", f"output {oid} differs from the failure-free one at byte " \
+                                      f"{_first_difference(mine, theirs)}"
+            differences.append({"output_id": list(oid), "what": what, "message": text})
+        self.res.output_differences_total = len(differences)
+        self.res.output_differences = differences[:5]
 
     def recover(self) -> RecoveryResult:
         result = self.run()

@@ -51,10 +51,23 @@ class ReplayPlan:
     free_accesses: int = 0
     free_nondet: int = 0
 
+    remaining: int = 0  # entries of S not replayed yet
+    on_done: Callable[[], None] | None = None  # called once S is used up (or forcing stops)
+
+    def __post_init__(self) -> None:
+        self.remaining = sum(len(script) for script in self.scripts)
+
+    def consumed(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and self.on_done is not None:
+            self.on_done()
+
     def diverge(self, divergence: ReplayDivergence, stop_forcing: bool) -> None:
         self.divergences.append(divergence)
-        if stop_forcing:
+        if stop_forcing and self.forcing:
             self.forcing = False
+            if self.on_done is not None:
+                self.on_done()
 
 
 class ReplayContext(RecordContext):
@@ -79,6 +92,7 @@ class ReplayContext(RecordContext):
         if entry is not None:
             if type(entry) is PalRecord and entry.packet == self.packet.id and entry.var == var.var_id:
                 self.pos += 1
+                plan.consumed()
                 want = entry.seq - 1
                 self._wait_until(self.queue, lambda: var.count >= want or not plan.forcing)
                 if var.count == want:
@@ -94,9 +108,15 @@ class ReplayContext(RecordContext):
                     plan.diverge(ReplayDivergence("order", self.queue, entry.packet, entry.var, entry.seq,
                                                   f"access {entry.seq}", f"counter already at {var.count}"), True)
             else:
-                plan.diverge(ReplayDivergence("order", self.queue, self.packet.id, var.var_id, var.count + 1,
-                                              _describe(entry), f"access to variable {var.var_id} by packet "
-                                              f"{self.packet.id}"), True)
+                # Replay and record parted at the earlier of the two packets: an access the record's
+                # packet made and the replay's skipped (the log's entry is older), or one the replay
+                # makes that the record did not (this packet is older than the log's entry).
+                if self.packet.id < entry.packet or type(entry) is not PalRecord:
+                    blamed = (self.packet.id, var.var_id, var.count + 1)
+                else:
+                    blamed = (entry.packet, entry.var, entry.seq)
+                plan.diverge(ReplayDivergence("order", self.queue, *blamed, _describe(entry),
+                                              f"access to variable {var.var_id} by packet {self.packet.id}"), True)
         elif plan.forcing:
             end = plan.var_end.get(var.var_id, 0)
             self._wait_until(self.queue, lambda: var.count >= end or not plan.forcing)
@@ -111,10 +131,13 @@ class ReplayContext(RecordContext):
         if entry is not None:
             if type(entry) is NdRecord and entry.packet == self.packet.id and entry.kind == kind:
                 self.pos += 1
+                plan.consumed()
                 plan.replayed += 1
                 self.live.value(kind, self.packet.ts_ns)  # keep the live source in step with the log
                 return self._log_nondet(kind, entry.value)
-            plan.diverge(ReplayDivergence("order", self.queue, self.packet.id, None, None, _describe(entry),
+            plan.diverge(ReplayDivergence("order", self.queue, entry.packet,
+                                          entry.var if type(entry) is PalRecord else None,
+                                          entry.seq if type(entry) is PalRecord else None, _describe(entry),
                                           f"{'clock' if kind == 1 else 'random'} read by packet {self.packet.id}"),
                          True)
         plan.free_nondet += 1

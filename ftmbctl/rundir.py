@@ -4,6 +4,7 @@ inspect, export, crash, recovery and verify, so that every reader checks the sam
 from __future__ import annotations
 
 import copy
+import hashlib
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,22 @@ def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, l
     size = len(data) if limit is None else min(limit, len(data))  # no copy: chunks stop at ``size``
     header = read_file_header(path, data[:min(size, FILE_HEADER.size)], kind, run_id)
     return LogFile(path, data, size, header.kind, LogScan(header))
+
+
+def safe_join(root: Path, rel: str) -> Path:
+    """``root / rel`` for a path read from a manifest, refusing one that leaves ``root``."""
+    candidate = Path(rel)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise DamagedRun(f"{root / 'manifest.json'}: lists {rel!r}, which is outside the run directory")
+    return root / candidate
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def snapshot_number(path: Path) -> int | None:
@@ -148,6 +165,37 @@ class RunDir:
 
     def reference(self) -> Snapshot:
         return read_snapshot(self.path / "reference.snap", self.run_id)
+
+    def check_complete(self) -> None:
+        """A complete run must hold exactly the bytes its manifest lists: every file present, of
+        its size and SHA-256. A log that differs is read through to name the damaged chunk."""
+        if not self.complete:
+            raise DamagedRun(f"{self.path}: the record did not complete (manifest says so); nothing to compare against")
+        files = self.manifest.get("files")
+        if not isinstance(files, dict) or not files:
+            raise DamagedRun(f"{self.path / 'manifest.json'}: lists no files")
+        for rel, entry in sorted(files.items()):
+            path = safe_join(self.path, rel)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise DamagedRun(f"{path}: file is missing") from None
+            except OSError as exc:
+                raise DamagedRun(f"{path}: cannot be read ({exc.strerror})") from None
+            expected_size, expected_sha = entry.get("bytes"), entry.get("sha256")
+            if size == expected_size and (expected_sha is None or file_sha256(path) == expected_sha):
+                continue
+            kind = log_kind(path.name)
+            if kind is not None:  # the reader names the first damaged chunk and its offset
+                log = open_log(path, kind, self.run_id)
+                for _chunk in log.chunks():
+                    pass
+                if log.scan.torn_bytes:
+                    raise DamagedRun(f"{path}: ends inside the chunk at byte {log.scan.end} "
+                                     f"({size} bytes, the manifest says {expected_size}): the file was cut short")
+            if size != expected_size:
+                raise DamagedRun(f"{path}: {size} bytes, the manifest says {expected_size}")
+            raise DamagedRun(f"{path}: its bytes differ from the manifest's SHA-256 (damaged or replaced)")
 
     def variable_names(self) -> dict[int, str]:
         return {int(v[0]): str(v[1]) for v in self.manifest.get("variables", [])}

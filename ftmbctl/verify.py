@@ -64,7 +64,7 @@ class SweepConfig:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(run_path: str, keep: str | None) -> None:
+def _init_worker(run_path: str, keep: str | None, scratch: str) -> None:
     run = RunDir(Path(run_path))
     order: dict[tuple[int, int], int] = {}
     for q in range(run.queues):
@@ -72,7 +72,7 @@ def _init_worker(run_path: str, keep: str | None) -> None:
             if type(record) is rec.PalRecord:
                 order[(record.var, record.seq)] = record.packet
     _WORKER.update(run=run, events=run.events(), order=order, keep=Path(keep) if keep else None,
-                   scratch=Path(tempfile.mkdtemp(prefix="ftmbctl-recover-")), names=run.variable_names(),
+                   scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
                    threads=run.manifest.get("scheduler") == "threads", states={})
 
 
@@ -113,6 +113,7 @@ def _summary(res: RecoveryResult) -> dict[str, Any]:
             "free_accesses": res.free_accesses, "free_nondet": res.free_nondet,
             "released_before": res.released_before, "duplicates_dropped": res.duplicates_dropped,
             "inputs_processed": res.inputs_processed, "compared_at": res.compared_at,
+            "output_differences": res.output_differences_total,
             "state_equal": res.state_equal, "torn_bytes": {k: v for k, v in res.torn_bytes.items() if v},
             "warnings": res.warnings}
 
@@ -151,6 +152,19 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
                            "message": f"replay of packet {div['packet']} diverged at variable "
                                       f"{_var(names, div['var'])}, access {div['seq']}: log has {div['expected']}, "
                                       f"replay did {div['got']}", "likely_cause": CAUSES[div["kind"]]})
+    if res.output_differences_total:
+        first = res.output_differences[0]
+        text = (f"{res.output_differences_total} outputs after recovery differ from the failure-free run "
+                f"(first: {first['message']})")
+        if res.order_changes_total:
+            allowed.append({"invariant": "full-state", "message": f"{text}; allowed: free accesses ran in another "
+                            "order", "order_changes": res.order_changes})
+        elif threads_run and res.free_nondet:
+            allowed.append({"invariant": "full-state", "message": f"{text}; allowed: live wall-clock values"})
+        else:
+            violations.append({"invariant": "full-state", "packet": first["output_id"][0],
+                               "output_id": first["output_id"], "message": f"{text}, although every variable saw "
+                               "its accesses in the failure-free order", "likely_cause": CAUSES["output"]})
     if res.state_equal is False:
         difference = res.first_state_difference
         if res.order_changes_total:
@@ -194,9 +208,8 @@ class SweepReport:
 def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None] | None = None) -> SweepReport:
     """Crash, recover and check every selected point; write crash/results.json under the run."""
     run = RunDir(run_path)
-    if not run.complete:
-        raise DamagedRun(f"{run_path}: the record did not complete (manifest says so); nothing to compare against")
-    run.reference()  # the failure-free reference must read back before anything is claimed
+    run.check_complete()  # every byte as the manifest lists it, before anything is claimed
+    run.reference()
     events = run.events()
     if not events:
         raise DamagedRun(f"{run_path / 'timeline.log'}: holds no events")
@@ -207,19 +220,23 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     keep = str(cfg.keep) if cfg.keep else None
-    if jobs == 1 or len(todo) < 4:
-        _init_worker(str(run.path), keep)
-        for i, point in enumerate(todo):
-            results.append(_run_point(point, point in chain))
-            if progress:
-                progress(i + 1, len(todo))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork"), initializer=_init_worker,
-                                 initargs=(str(run.path), keep)) as pool:
-            for i, verdict in enumerate(pool.map(_run_point, todo, [p in chain for p in todo], chunksize=4)):
-                results.append(verdict)
+    scratch = tempfile.mkdtemp(prefix="ftmbctl-recover-")  # every worker's recoveries, removed at the end
+    try:
+        if jobs == 1 or len(todo) < 4:
+            _init_worker(str(run.path), keep, scratch)
+            for i, point in enumerate(todo):
+                results.append(_run_point(point, point in chain))
                 if progress:
                     progress(i + 1, len(todo))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork"), initializer=_init_worker,
+                                     initargs=(str(run.path), keep, scratch)) as pool:
+                for i, verdict in enumerate(pool.map(_run_point, todo, [p in chain for p in todo], chunksize=4)):
+                    results.append(verdict)
+                    if progress:
+                        progress(i + 1, len(todo))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
                  "events": len(events), "snapshot_chain": len(chain)}
     report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started)
@@ -229,7 +246,7 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
 
 
 def load_report(run_path: Path) -> SweepReport | None:
-    RunDir(run_path)  # a damaged run is reported as such, not as "no results"
+    RunDir(run_path).check_complete()  # results about a run that has since been damaged mean nothing
     path = run_path / RESULTS
     if not path.exists():
         return None
