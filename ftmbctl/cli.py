@@ -148,14 +148,22 @@ def inspect(
 @handles_errors
 def export(
     run: Path = typer.Argument(..., help="Run directory."),
-    outputs: Path = typer.Option(..., "--outputs", help="Capture file to write the released outputs to."),
+    outputs: Optional[Path] = typer.Option(None, "--outputs", help="Capture file to write the released output packets to."),
+    alerts: Optional[Path] = typer.Option(None, "--alerts", help="JSON-lines file to write the released alerts to."),
 ) -> None:
-    """Write the released outputs of a run as a capture file (pcap, or pcapng for mixed link types)."""
+    """Write the released outputs of a run as a capture file (pcap, or pcapng for mixed link types),
+    and its released alerts as JSON lines."""
     from ftmbctl import render
-    from ftmbctl.export import export_outputs
+    from ftmbctl.errors import UsageError
+    from ftmbctl.export import export_alerts, export_outputs
 
-    count, fmt = export_outputs(run, outputs)
-    render.say(f"wrote {count:,} released outputs to {outputs} ({fmt})")
+    if outputs is None and alerts is None:
+        raise UsageError("give --outputs FILE.pcap and/or --alerts FILE.jsonl")
+    if outputs is not None:
+        count, fmt = export_outputs(run, outputs)
+        render.say(f"wrote {count:,} released outputs to {outputs} ({fmt})")
+    if alerts is not None:
+        render.say(f"wrote {export_alerts(run, alerts):,} released alerts to {alerts}")
 
 
 @app.command()

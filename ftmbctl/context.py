@@ -16,6 +16,9 @@ from typing import Any, Callable
 from ftmbctl.middlebox import Packet
 from ftmbctl.shared import MISSING, Counter, Map, ShardedMap, SharedVar
 
+# Alerts travel as outputs with this link type (LINKTYPE_USER0, which no capture uses for packets).
+ALERT_LINKTYPE = 147
+
 # Non-deterministic value kinds, as stored in a queue log (formats/queue-log.md).
 ND_CLOCK = 1
 ND_RANDOM = 2
@@ -103,6 +106,12 @@ class Context:
         """Send a packet out. Its output id is (input id, number of earlier emits for this input)."""
         assert self.packet is not None
         self.outputs.append((self.packet.linktype if linktype is None else linktype, bytes(data)))
+
+    def alert(self, message: str) -> None:
+        """Raise an alert (an IDS finding, say). An alert is a promise to the outside world like an
+        output packet: it is held and released by the same rule, stored in output.log as a record
+        with link type ALERT_LINKTYPE holding the UTF-8 text, and verified like an output."""
+        self.emit(message.encode("utf-8", "replace"), ALERT_LINKTYPE)
 
     # ---- hooks ----
     def _access(self, var: SharedVar, op: Callable[..., Any], a: Any, b: Any) -> Any:

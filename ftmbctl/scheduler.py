@@ -231,7 +231,8 @@ class ChaosScheduler:
                 self.parked[q] = False
                 if inbox:
                     process(q, inbox.popleft())
-                    self.point(q)
+                    if inbox:  # between two packets; after the last one the idle path below decides
+                        self.point(q)
                     continue
                 if self.stopping:
                     self.done[q] = True
