@@ -331,7 +331,7 @@ class Recorder:
                 final = encode_snapshot(self.run_id, 0xFFFFFFFF, end, self.final_state, flags=FLAG_FINAL)
                 write_atomically(cfg.out / "reference.snap", final, sync=self.durable_writes)
             self.result.pals, self.result.nondet = self._count_records()
-            self.result.release_delays_ns = self.storage.ol.delays_ns
+            self.result.release_delays_ns = self.storage.ol.delays_ns.values
             self.result.events = self.storage.events
             self.result.files = write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=True,
                                                result=self.result, extra=self.manifest_extra,

@@ -110,7 +110,9 @@ class Recovery(Recorder):
     """The record engine, started from a snapshot, replaying S first."""
 
     def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
-                 reference_order: dict[tuple[int, int], int] | None = None) -> None:
+                 reference_order: Callable[[int], dict[tuple[int, int], int]] | None = None) -> None:
+        """``reference_order(n)``: the failure-free run's (variable, seq) -> packet from snapshot n
+        to the next one, to tell reordered free accesses from a real difference."""
         man = image.manifest
         mb = man["middlebox"]
         cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out, middlebox=mb["spec"],
@@ -253,9 +255,9 @@ class Recovery(Recorder):
         res.first_state_difference = None if difference is None else f"at {where}: {difference}"
         self._compare_outputs(outputs_end)
         if (difference is not None or res.output_differences_total) and self.reference_order is not None:
-            changes = [[var, seq, packet, self.reference_order.get((var, seq), -1)]
-                       for var, seq, packet in self.plan.trace
-                       if self.reference_order.get((var, seq), -1) != packet]
+            order = self.reference_order(res.snapshot)
+            changes = [[var, seq, packet, order.get((var, seq), -1)] for var, seq, packet in self.plan.trace
+                       if order.get((var, seq), -1) != packet]
             res.order_changes_total = len(changes)
             res.order_changes = changes[:20]
 

@@ -6,6 +6,7 @@ is a total order of durability events, each carrying the length of every log at 
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import deque
 from pathlib import Path
@@ -33,6 +34,26 @@ class QueueLog:
         self.durable = 0  # records on stable storage: stable[q]
 
 
+class Reservoir:
+    """A uniform sample of at most ``size`` values (Vitter's algorithm R, seeded so that a chaos
+    run stays reproducible): release-delay percentiles without memory growing with the trace."""
+
+    def __init__(self, size: int = 1 << 16) -> None:
+        self.size = size
+        self.values: list[int] = []
+        self.seen = 0
+        self._rng = random.Random(0)
+
+    def add(self, value: int) -> None:
+        self.seen += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            slot = self._rng.randrange(self.seen)
+            if slot < self.size:
+                self.values[slot] = value
+
+
 class OutputLogger:
     """Holds outputs until everything they depend on is durable, then releases them.
 
@@ -44,7 +65,7 @@ class OutputLogger:
     def __init__(self, queues: int) -> None:
         self.held: list[deque[tuple]] = [deque() for _ in range(queues)]
         self.released = 0
-        self.delays_ns: list[int] = []
+        self.delays_ns = Reservoir()
 
     def release(self, stable: list[int], durable_inputs: int, now_ns: int) -> list[tuple[bytes, int]]:
         """Pop every releasable output; returns them packed as output.log chunks: (records, count)."""
@@ -63,7 +84,7 @@ class OutputLogger:
                 else:
                     fifo.popleft()
                     packed += rec.pack_output_fields(input_id, index, linktype, finish_ns, now_ns, deps, data)
-                    delays.append(now_ns - finish_ns)
+                    delays.add(now_ns - finish_ns)
                     count += 1
                     self.released += 1
                     if len(packed) >= MAX_CHUNK_BYTES:

@@ -34,6 +34,7 @@ from ftmbctl.crash import CLEAN, CrashPoint, chain_points, image_spec, image_vie
 from ftmbctl.errors import DamagedRun, FtmbError
 from ftmbctl.recovery import Recovery, RecoveryResult, arrivals_from_log
 from ftmbctl.rundir import RunDir
+from ftmbctl.store import FILE_HEADER
 
 RESULTS = Path("crash") / "results.json"
 CAUSES = {
@@ -66,12 +67,7 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(run_path: str, keep: str | None, scratch: str) -> None:
     run = RunDir(Path(run_path))
-    order: dict[tuple[int, int], int] = {}
-    for q in range(run.queues):
-        for record in run.log(f"pal-{q}.log").records(rec.iter_queue_records):
-            if type(record) is rec.PalRecord:
-                order[(record.var, record.seq)] = record.packet
-    _WORKER.update(run=run, events=run.events(), order=order, keep=Path(keep) if keep else None,
+    _WORKER.update(run=run, events=run.events(), orders={}, keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
                    threads=run.manifest.get("scheduler") == "threads", states={})
 
@@ -89,7 +85,8 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
         out = w["scratch"] / "recovered"
         if out.exists():
             shutil.rmtree(out)
-        recovery = Recovery(image, arrivals_from_log(run), out, compare_with=run, reference_order=w["order"])
+        recovery = Recovery(image, arrivals_from_log(run), out, compare_with=run,
+                            reference_order=lambda number: _reference_order(run, number, w["orders"]))
         recovery.reference_states = w["states"]  # failure-free snapshots, decoded once per process
         recovery.scratch = w["keep"] is None
         res = recovery.recover()
@@ -105,6 +102,34 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
     if chain:
         verdict["chain"] = True
     return verdict
+
+
+def _reference_order(run: RunDir, number: int, cache: dict[int, dict[tuple[int, int], int]]
+                     ) -> dict[tuple[int, int], int]:
+    """Which packet made each access of the failure-free run, (variable, seq) -> packet, from
+    snapshot ``number`` to the next one: all a crash restored from that snapshot can compare.
+    Read per snapshot interval (one kept at a time), so memory does not grow with the trace."""
+    found = cache.get(number)
+    if found is not None:
+        return found
+    cache.clear()
+    start = [(FILE_HEADER.size, 0)] * run.queues
+    if number > 0:
+        state = run.snapshot(run.path / "snapshots" / f"snap-{number:06d}.snap").state
+        start = list(zip(state["queue_bytes"], state["queue_records"]))
+    following = run.path / "snapshots" / f"snap-{number + 1:06d}.snap"
+    end = run.snapshot(following).state["queue_bytes"] if following.exists() else [None] * run.queues
+    order: dict[tuple[int, int], int] = {}
+    for q in range(run.queues):
+        log = run.log(f"pal-{q}.log")
+        for chunk in log.chunks(*start[q]):
+            if end[q] is not None and chunk.offset >= end[q]:
+                break
+            for record in rec.iter_queue_records(chunk.raw):
+                if type(record) is rec.PalRecord:
+                    order[(record.var, record.seq)] = record.packet
+    cache[number] = order
+    return order
 
 
 def _summary(res: RecoveryResult) -> dict[str, Any]:
