@@ -330,12 +330,12 @@ def recover(
     from ftmbctl.errors import BadInput
     from ftmbctl.recovery import arrivals_from_trace
     from ftmbctl.recovery import recover as do_recover
-    from ftmbctl.record import file_sha256
+    from ftmbctl.record import trace_sha256
     from ftmbctl.rundir import RunDir
 
     image_dir = RunDir(image)
     source = trace or Path(image_dir.manifest["trace"]["path"])
-    if file_sha256(source) != image_dir.manifest["trace"]["sha256"]:
+    if trace_sha256(source) != image_dir.manifest["trace"]["sha256"]:
         raise BadInput(f"{source}: not the trace this run was recorded from (SHA-256 differs); pass --trace")
     if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
         _fail(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to replace it", 2)

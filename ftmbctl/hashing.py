@@ -16,6 +16,15 @@ MASK32 = (1 << 32) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
+def file_sha256(path: object) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (OSError is the caller's to report)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:  # type: ignore[call-overload]
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def hash64(data: bytes) -> int:
     """A 64-bit keyed-nothing BLAKE2b hash of ``data`` as an int."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")

@@ -8,25 +8,17 @@ one manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ftmbctl import __version__
 from ftmbctl.errors import DamagedRun
+from ftmbctl.hashing import file_sha256
 from ftmbctl.snapshot import write_atomically
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_files(run_dir: Path) -> list[Path]:
@@ -62,7 +54,7 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
             rel = path.relative_to(run_dir).as_posix()
             size = path.stat().st_size
             sizes[rel] = size
-            files[rel] = {"bytes": size, "sha256": _sha256(path) if hash_files else None}
+            files[rel] = {"bytes": size, "sha256": file_sha256(path) if hash_files else None}
         doc["files"] = files
         doc["stats"] = {
             "packets_in": result.packets_in,

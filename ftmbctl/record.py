@@ -22,7 +22,7 @@ from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
 from ftmbctl.errors import BadInput, FtmbError, UsageError
 from ftmbctl.flowhash import flow_queue
-from ftmbctl.hashing import hash64
+from ftmbctl.hashing import file_sha256, hash64
 from ftmbctl.manifest import read_manifest, write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket, iter_packets
@@ -133,19 +133,16 @@ def derive_seed(*parts: object) -> int:
     return hash64(":".join(str(p) for p in parts).encode()) & ((1 << 63) - 1)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def trace_sha256(path: Path) -> str:
+    """The trace's SHA-256, with one sentence when it cannot be read."""
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except IsADirectoryError:
         raise BadInput(f"{path}: is a directory, not a capture file") from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot be read ({exc.strerror})") from None
-    return digest.hexdigest()
 
 
 def is_run_dir(path: Path) -> bool:
@@ -285,7 +282,7 @@ class Recorder:
     def run(self) -> RecordResult:
         cfg = self.cfg
         started = time.perf_counter()
-        trace_sha = self.trace_sha or file_sha256(cfg.trace)
+        trace_sha = self.trace_sha or trace_sha256(cfg.trace)
         seed_text = trace_sha if self.sched.deterministic else os.urandom(16).hex()
         # Same trace, options and seed under chaos: same run id, so the run directory is byte-identical.
         identity = (seed_text, cfg.middlebox, sorted(cfg.mb_opts), cfg.queues, cfg.snapshot_every,

@@ -4,7 +4,6 @@ inspect, export, crash, recovery and verify, so that every reader checks the sam
 from __future__ import annotations
 
 import copy
-import hashlib
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from ftmbctl import records as rec
 from ftmbctl.errors import DamagedRun
+from ftmbctl.hashing import file_sha256
 from ftmbctl.manifest import read_manifest
 from ftmbctl.snapshot import Snapshot, read_snapshot
 from ftmbctl.store import (FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk, LogScan,
@@ -82,14 +82,6 @@ def safe_join(root: Path, rel: str) -> Path:
     if candidate.is_absolute() or ".." in candidate.parts:
         raise DamagedRun(f"{root / 'manifest.json'}: lists {rel!r}, which is outside the run directory")
     return root / candidate
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def snapshot_number(path: Path) -> int | None:
