@@ -41,6 +41,11 @@ from ftmbctl.errors import BadInput, UsageError
 BUILTINS: dict[str, str] = {
     "nat": "ftmbctl.middleboxes.nat:Nat",
     "monitor": "ftmbctl.middleboxes.monitor:Monitor",
+    "ids": "ftmbctl.middleboxes.ids:Ids",
+    "chain": "ftmbctl.middleboxes.chain:Chain",
+    "firewall": "ftmbctl.middleboxes.firewall:Firewall",
+    "ratelimit": "ftmbctl.middleboxes.ratelimit:RateLimit",
+    "lb": "ftmbctl.middleboxes.lb:LoadBalancer",
 }
 
 
@@ -51,6 +56,12 @@ class Option:
     default: Any
     parse: Callable[[str], Any]
     help: str
+
+
+def input_file(raw: str) -> str:
+    """Parse an option that names a file the middlebox reads (rules, signatures): made absolute,
+    so that a recovery started from another directory reads the same file."""
+    return str(Path(raw).resolve()) if raw else ""
 
 
 class Packet(NamedTuple):
@@ -95,6 +106,18 @@ class Middlebox:
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"--mb-opt {key}={raw!r}: {exc}") from None
         return parsed
+
+    @classmethod
+    def canonical_pairs(cls, pairs: list[str]) -> list[str]:
+        """``pairs`` as the manifest stores them: file options made absolute (see ``input_file``)."""
+        out = []
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            option = cls.options.get(key.strip())
+            if sep and option is not None and option.parse is input_file:
+                pair = f"{key.strip()}={input_file(raw)}"
+            out.append(pair)
+        return out
 
     def declare(self, shared: Any) -> None:
         """Declare shared variables on ``shared`` (a ``SharedState``) and keep the handles."""

@@ -413,4 +413,5 @@ class Recorder:
 def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None) -> RecordResult:
     """Record ``cfg.trace`` (or run the vanilla baseline when ``cfg.mode == "vanilla"``)."""
     middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
+    cfg.mb_opts = type(middlebox).canonical_pairs(cfg.mb_opts)  # what the manifest keeps for recovery
     return Recorder(cfg, middlebox, progress).run()

@@ -135,9 +135,12 @@ class ReplayContext(RecordContext):
                 plan.replayed += 1
                 self.live.value(kind, self.packet.ts_ns)  # keep the live source in step with the log
                 return self._log_nondet(kind, entry.value)
-            plan.diverge(ReplayDivergence("order", self.queue, entry.packet,
-                                          entry.var if type(entry) is PalRecord else None,
-                                          entry.seq if type(entry) is PalRecord else None, _describe(entry),
+            # as for accesses: the earlier packet is where replay and record parted
+            if self.packet.id < entry.packet or type(entry) is not PalRecord:
+                blamed = (min(self.packet.id, entry.packet), None, None)
+            else:
+                blamed = (entry.packet, entry.var, entry.seq)
+            plan.diverge(ReplayDivergence("order", self.queue, *blamed, _describe(entry),
                                           f"{'clock' if kind == 1 else 'random'} read by packet {self.packet.id}"),
                          True)
         plan.free_nondet += 1

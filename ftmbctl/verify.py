@@ -172,11 +172,12 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
                                "message": f"output {oid} was released twice after recovery"})
         released_after.add(oid)
     for div in res.divergences[:1]:
+        where = (f"variable {_var(names, div['var'])}, access {div['seq']}" if div["var"] is not None
+                 else "a logged clock or random value")
         violations.append({"invariant": "logged-prefix-state", "packet": div["packet"], "variable": _var(names, div["var"]),
                            "seq": div["seq"], "expected": div["expected"], "got": div["got"],
-                           "message": f"replay of packet {div['packet']} diverged at variable "
-                                      f"{_var(names, div['var'])}, access {div['seq']}: log has {div['expected']}, "
-                                      f"replay did {div['got']}", "likely_cause": CAUSES[div["kind"]]})
+                           "message": f"replay of packet {div['packet']} diverged at {where}: log has "
+                                      f"{div['expected']}, replay did {div['got']}", "likely_cause": CAUSES[div["kind"]]})
     if res.output_differences_total:
         first = res.output_differences[0]
         text = (f"{res.output_differences_total} outputs after recovery differ from the failure-free run "
