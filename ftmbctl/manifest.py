@@ -65,6 +65,8 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
             "snapshots": len(result.snapshots),
             "events": result.events,
         }
+        if result.interrupted:
+            doc["interrupted"] = result.interrupted  # the record covers only the first packets_in packets
     # temp file and rename: a crash while the manifest is rewritten leaves the old one, never half
     write_atomically(run_dir / MANIFEST, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
                      sync=hash_files)

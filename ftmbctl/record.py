@@ -10,8 +10,11 @@ the queues to drain, flushes the logs and writes a snapshot atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
+import threading
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -77,6 +80,7 @@ class RecordResult:
     wall_seconds: float = 0.0
     files: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+    interrupted: str | None = None  # "SIGINT after N packets" when a signal ended the record early
     run_id: str = ""
 
 
@@ -205,6 +209,7 @@ class Recorder:
         self.final_state: dict[str, Any] = {}
         self.manifest_extra: dict[str, Any] = {}
         self.replaced: Path | None = None  # an old run moved aside by --force until this one completes
+        self.interrupted: str | None = None  # set by a signal: the trace ends early, the run stays usable
 
     # ---- worker side ----
     def _process(self, q: int, pkt: Packet) -> None:
@@ -371,6 +376,9 @@ class Recorder:
         advance = getattr(sched, "advance_to", None)
         pack = rec.INPUT.pack
         for raw_pkt in self._input_packets():
+            if self.interrupted is not None:  # Ctrl-C or SIGTERM: end here, at a packet boundary
+                self.result.interrupted = f"{self.interrupted} after {count:,} packets"
+                break
             pid = raw_pkt.index
             if pid % cfg.snapshot_every == 0 and pid != self.start_boundary and storage is not None:
                 if pending:
@@ -411,7 +419,33 @@ class Recorder:
 
 
 def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None) -> RecordResult:
-    """Record ``cfg.trace`` (or run the vanilla baseline when ``cfg.mode == "vanilla"``)."""
+    """Record ``cfg.trace`` (or run the vanilla baseline when ``cfg.mode == "vanilla"``).
+
+    A first SIGINT (Ctrl-C) or SIGTERM ends the trace at the next packet boundary: the queues
+    drain, the logs are flushed and the run is finished as the record of the packets read so far,
+    so crash-replay and verify can use it; the result says so. A second one stops at once.
+    """
     middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
     cfg.mb_opts = type(middlebox).canonical_pairs(cfg.mb_opts)  # what the manifest keeps for recovery
-    return Recorder(cfg, middlebox, progress).run()
+    recorder = Recorder(cfg, middlebox, progress)
+    with _graceful_signals(recorder):
+        return recorder.run()
+
+
+@contextlib.contextmanager
+def _graceful_signals(recorder: Recorder) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if recorder.interrupted is not None:
+            raise KeyboardInterrupt  # the second signal: stop now
+        recorder.interrupted = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -73,6 +73,7 @@ def record_summary(result: Any, scheduler: str) -> dict[str, Any]:
         "release_delay_ns": {f"p{p}": percentile(delays, p) for p in (50, 90, 99)},
         "release_delay_clock": "simulated" if scheduler == "chaos" else "wall",
         "wall_seconds": round(result.wall_seconds, 3),
+        "interrupted": result.interrupted,
     }
 
 
@@ -102,6 +103,9 @@ def print_record_summary(summary: dict[str, Any]) -> None:
                   f"p50 {human_ns(d['p50'])}  p90 {human_ns(d['p90'])}  p99 {human_ns(d['p99'])}")
     table.add_row("wall time", f"{summary['wall_seconds']:.2f} s")
     stdout.print(table)
+    if summary.get("interrupted"):
+        note(f"interrupted ({summary['interrupted']}): the run records the packets read until then and is "
+             "complete for crash-replay and verify")
 
 
 def print_json(doc: Any) -> None:

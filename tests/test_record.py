@@ -547,3 +547,32 @@ def test_vanilla_mode_writes_nothing_and_processes_every_packet(small_trace, tmp
     assert result.packets_in == ftmb_result.packets_in == len(run.inputs)
     assert result.packets_out == ftmb_result.packets_out == len(direct_outputs)
     assert result.dropped == ftmb_result.dropped
+
+
+def test_sigint_ends_the_record_early_and_leaves_a_usable_run(small_trace, tmp_path):
+    """A first Ctrl-C ends the trace at a packet boundary; the run is complete and verifiable."""
+    import os
+    import signal
+    import threading
+
+    from ftmbctl.rundir import RunDir
+    from ftmbctl.verify import SweepConfig, sweep
+
+    out = tmp_path / "run"
+    cfg = RecordConfig(trace=small_trace, out=out, middlebox="nat", queues=2, snapshot_every=50, flush_every=8,
+                       scheduler="chaos", seed=1)
+    sent = []
+
+    def progress(done: int, _total: int) -> None:
+        if done >= 256 and not sent:  # a signal arrives while the record is under way
+            sent.append(done)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert threading.current_thread() is threading.main_thread()
+    result = record(cfg, progress)
+    assert sent and result.interrupted and result.interrupted.startswith("SIGINT")
+    assert 256 <= result.packets_in < 300
+    run = RunDir(out)
+    assert run.complete and run.manifest["interrupted"] == result.interrupted
+    report = sweep(out, SweepConfig(sample=8, seed=1, jobs=1))
+    assert report.consistent
