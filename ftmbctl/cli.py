@@ -40,7 +40,9 @@ def _fail(message: str, code: int) -> None:
 
     from rich.text import Text
 
-    render.stderr.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    # control characters (from a file name, say) are shown escaped, never sent to the terminal
+    shown = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+    render.stderr.print(Text.assemble(("error:", "bold red"), " ", shown), soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -155,6 +155,14 @@ class Recovery(Recorder):
             input_bytes, input_records = FILE_HEADER.size, 0
             output_bytes, output_records = FILE_HEADER.size, 0
         self.start_boundary, self.start_number = res.boundary, res.snapshot
+        # A snapshot is taken after its logs were flushed: logs shorter than it says are damaged
+        # (or the snapshot belongs to a later moment than the logs).
+        for name, offset in [("input.log", input_bytes), ("output.log", output_bytes),
+                             *((f"pal-{q}.log", queue_bytes[q]) for q in range(queues))]:
+            size = image.log(name).size
+            if size < offset:
+                raise DamagedRun(f"{image.path / name}: {size} bytes, but snapshot {res.snapshot} was taken when it "
+                                 f"held {offset}: the log is cut short or the snapshot is not of this image")
         in_log = image.log("input.log")
         self.durable = list(in_log.records(rec.iter_inputs, input_bytes, input_records))
         res.torn_bytes["input.log"] = in_log.scan.torn_bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import mmap
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -59,6 +60,8 @@ class LogFile:
 def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, limit: int | None = None) -> LogFile:
     """Open a log read-only; ``limit`` keeps only its first bytes (what was durable at a crash)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+            raise DamagedRun(f"{path}: not a regular file")
         with open(path, "rb") as handle:
             size = handle.seek(0, 2)
             if size == 0:
@@ -79,9 +82,42 @@ def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, l
 def safe_join(root: Path, rel: str) -> Path:
     """``root / rel`` for a path read from a manifest, refusing one that leaves ``root``."""
     candidate = Path(rel)
+    outside = DamagedRun(f"{root / 'manifest.json'}: lists {rel!r}, which is outside the run directory")
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise DamagedRun(f"{root / 'manifest.json'}: lists {rel!r}, which is outside the run directory")
-    return root / candidate
+        raise outside
+    joined = root / candidate
+    try:
+        joined.resolve().relative_to(root.resolve())  # a symlink must not lead out either
+    except ValueError:
+        raise outside from None
+    return joined
+
+
+def _check_manifest_fields(path: Path, man: dict[str, Any]) -> None:
+    """Every field recovery and verify use, checked once, so none of them can raise later."""
+    def bad(what: str) -> DamagedRun:
+        return DamagedRun(f"{path}: {what} is missing or invalid")
+
+    trace, mb = man.get("trace"), man.get("middlebox")
+    if not isinstance(trace, dict) or not isinstance(trace.get("path"), str) or not isinstance(trace.get("sha256"), str):
+        raise bad("trace (path, sha256)")
+    if not isinstance(mb, dict) or not isinstance(mb.get("spec"), str) or not isinstance(mb.get("options"), list) \
+            or not all(isinstance(o, str) for o in mb["options"]):
+        raise bad("middlebox (spec, options)")
+    for key in ("snapshot_every", "flush_every"):
+        if type(man.get(key)) is not int or man[key] < 1:
+            raise bad(key)
+    if type(man.get("seed")) is not int:
+        raise bad("seed")
+    variables = man.get("variables", [])
+    if not isinstance(variables, list) or not all(
+            isinstance(v, list) and len(v) == 3 and type(v[0]) is int and isinstance(v[1], str) for v in variables):
+        raise bad("variables")
+    files = man.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and k.isprintable() and isinstance(v, dict) and type(v.get("bytes")) is int
+            and (v.get("sha256") is None or isinstance(v.get("sha256"), str)) for k, v in files.items()):
+        raise bad("files")
 
 
 def snapshot_number(path: Path) -> int | None:
@@ -110,6 +146,7 @@ class RunDir:
                 raise ValueError
         except (KeyError, ValueError, TypeError):
             raise DamagedRun(f"{self.path / 'manifest.json'}: run_id or queues is missing or invalid") from None
+        _check_manifest_fields(self.path / "manifest.json", self.manifest)
 
     @property
     def complete(self) -> bool:
@@ -188,6 +225,17 @@ class RunDir:
             if size != expected_size:
                 raise DamagedRun(f"{path}: {size} bytes, the manifest says {expected_size}")
             raise DamagedRun(f"{path}: its bytes differ from the manifest's SHA-256 (damaged or replaced)")
+        # The logs must end where the timeline's last event says they ended (the manifest alone
+        # cannot tell when it was rewritten to match the damage).
+        events = self.events()
+        if events:
+            last = events[-1]
+            lengths = {"input.log": last.input_len, "output.log": last.output_len,
+                       **{f"pal-{q}.log": n for q, n in enumerate(last.queue_len)}}
+            for name, length in lengths.items():
+                size = (self.path / name).stat().st_size
+                if size != length:
+                    raise DamagedRun(f"{self.path / name}: {size} bytes, but the timeline's last event says {length}")
 
     def variable_names(self) -> dict[int, str]:
         return {int(v[0]): str(v[1]) for v in self.manifest.get("variables", [])}

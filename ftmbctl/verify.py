@@ -95,6 +95,8 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
                    "consistent": not violations, "violations": violations, "allowed": allowed,
                    "recovery": _summary(res), "seconds": round(time.perf_counter() - started, 4)}
     except FtmbError as exc:
+        if exc.exit_code == 3:  # a damaged run or bad input is reported as such, never as a verdict
+            raise
         verdict = {"event": point.event, "variant": point.variant, "kind": w["events"][point.event].name,
                    "consistent": False, "error": str(exc), "exit_code": exc.exit_code,
                    "violations": [{"invariant": "recovery", "message": f"recovery failed: {exc}"}],
