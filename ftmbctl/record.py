@@ -101,6 +101,7 @@ class RecordContext(Context):
         self.live = live
         self.log = log
         self.storage = storage
+        self.totals = storage.totals
         self.flush_every = flush_every
         self._sched_point = sched_point
 
@@ -114,7 +115,7 @@ class RecordContext(Context):
             # The PAL is counted before the lock is released: a packet that takes the next access
             # on this variable then depends on it (its dependency vector covers it).
             log.buf += _PAL_PACK(rec.TAG_PAL, self.packet.id, var.var_id, seq, var.digest32())
-            log.total += 1
+            self.totals[self.queue] += 1
             log.pending += 1
         if log.pending >= self.flush_every:
             self.storage.flush_queue(self.queue)
@@ -126,7 +127,7 @@ class RecordContext(Context):
     def _log_nondet(self, kind: int, value: int) -> int:
         log = self.log
         log.buf += _ND_PACK(rec.TAG_ND, self.packet.id, kind, value)
-        log.total += 1
+        self.totals[self.queue] += 1
         log.pending += 1
         if log.pending >= self.flush_every:
             self.storage.flush_queue(self.queue)
@@ -231,7 +232,7 @@ class Recorder:
 
     def _hold(self, q: int, pkt: Packet, outs: list[tuple[int, bytes]]) -> None:
         """Give a packet's outputs to the Output Logger with the packet's dependency vector."""
-        deps = tuple(log.total for log in self.storage.logs)
+        deps = tuple(self.storage.totals)
         finish = self.sched.now_ns()
         self.storage.hold_output(q, [(pkt.id, i, lt, finish, deps, data) for i, (lt, data) in enumerate(outs)])
 
@@ -363,7 +364,7 @@ class Recorder:
 
     def _count_records(self) -> tuple[int, int]:
         return sum(var.count for var in self.shared.variables), sum(
-            log.total for log in self.storage.logs) - sum(var.count for var in self.shared.variables)
+            self.storage.totals) - sum(var.count for var in self.shared.variables)
 
     def _ingest(self) -> int:
         cfg, sched, storage = self.cfg, self.sched, self.storage

@@ -232,7 +232,7 @@ class Recovery(Recorder):
                                                    "regenerated_bytes": len(data),
                                                    "first_difference": _first_difference(released, data)})
         if fresh:  # output ids stay (input id, index): the kept outputs keep their original index
-            deps = tuple(log.total for log in self.storage.logs)
+            deps = tuple(self.storage.totals)
             finish = self.sched.now_ns()
             self.storage.hold_output(q, [(pkt.id, i, lt, finish, deps, data) for i, (lt, data) in enumerate(outs)
                                          if (pkt.id, i) not in self.released])

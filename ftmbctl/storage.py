@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+from operator import ge
 from collections import deque
 from pathlib import Path
 
@@ -21,17 +22,17 @@ MAX_CHUNK_BYTES = 8 << 20  # a release batch larger than this is split over seve
 class QueueLog:
     """One queue's PALs and non-deterministic values, buffered until the next flush.
 
-    Only the queue's own worker appends; ``total`` is what the dependency vectors read.
+    Only the queue's own worker appends. Record counts live in two lists shared by all queues,
+    ``Storage.totals`` (appended so far: what dependency vectors read) and ``Storage.durables``
+    (on stable storage: ``stable[q]``), so that a dependency vector is one ``tuple(totals)``.
     """
 
-    __slots__ = ("queue", "buf", "pending", "total", "durable")
+    __slots__ = ("queue", "buf", "pending")
 
     def __init__(self, queue: int) -> None:
         self.queue = queue
         self.buf = bytearray()
         self.pending = 0  # records in buf
-        self.total = 0  # records appended so far
-        self.durable = 0  # records on stable storage: stable[q]
 
 
 class Reservoir:
@@ -76,22 +77,16 @@ class OutputLogger:
         for fifo in self.held:
             while fifo:
                 input_id, index, linktype, finish_ns, deps, data = fifo[0]
-                if input_id >= durable_inputs:
+                if input_id >= durable_inputs or not all(map(ge, stable, deps)):
                     break
-                for d, s in zip(deps, stable):
-                    if d > s:
-                        break
-                else:
-                    fifo.popleft()
-                    packed += rec.pack_output_fields(input_id, index, linktype, finish_ns, now_ns, deps, data)
-                    delays.add(now_ns - finish_ns)
-                    count += 1
-                    self.released += 1
-                    if len(packed) >= MAX_CHUNK_BYTES:
-                        chunks.append((bytes(packed), count))
-                        packed, count = bytearray(), 0
-                    continue
-                break
+                fifo.popleft()
+                packed += rec.pack_output_fields(input_id, index, linktype, finish_ns, now_ns, deps, data)
+                delays.add(now_ns - finish_ns)
+                count += 1
+                self.released += 1
+                if len(packed) >= MAX_CHUNK_BYTES:
+                    chunks.append((bytes(packed), count))
+                    packed, count = bytearray(), 0
         if count:
             chunks.append((bytes(packed), count))
         return chunks
@@ -113,6 +108,8 @@ class Storage:
         self.output = ChunkWriter(run_dir / "output.log", KIND_OUTPUT, run_id, queues)
         self.timeline = ChunkWriter(run_dir / "timeline.log", KIND_TIMELINE, run_id, queues)
         self.logs = [QueueLog(q) for q in range(queues)]
+        self.totals = [0] * queues  # records each queue appended so far
+        self.durables = [0] * queues  # records of each queue on stable storage: stable[q]
         self.ol = OutputLogger(queues)
         self.snapshot = -1
         self.events = 0
@@ -158,7 +155,7 @@ class Storage:
         writer = self.queue_files[q]
         writer.append(raw, count)
         with self.lock:
-            log.durable = writer.records
+            self.durables[q] = writer.records
             self._event(rec.EV_QUEUE_FLUSH, q)
             self._release()
 
@@ -173,13 +170,12 @@ class Storage:
         fifo = self.ol.held[q]
         fifo.extend(items)
         deps = items[-1][4]
-        logs = self.logs
-        if items[-1][0] < self.input_base + self.input.records and all(logs[i].durable >= d for i, d in enumerate(deps)):
+        if items[-1][0] < self.input_base + self.input.records and all(map(ge, self.durables, deps)):
             with self.lock:
                 self._release()
 
     def _release(self) -> None:
-        chunks = self.ol.release([log.durable for log in self.logs], self.input_base + self.input.records,
+        chunks = self.ol.release(self.durables, self.input_base + self.input.records,
                                  self.now_ns())
         if chunks:
             for packed, count in chunks:
