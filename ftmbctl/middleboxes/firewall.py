@@ -67,6 +67,7 @@ from typing import Any
 
 from ftmbctl.errors import BadInput, UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet, input_file
+from ftmbctl.middleboxes.options import parse_new_tcp, parse_seconds
 from ftmbctl.middleboxes.packets import (MALFORMED, NON_IP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, U16,
                                          ip_fields, ip_start)
 
@@ -120,20 +121,6 @@ def parse_policy(text: str) -> str:
     value = str(text).strip().lower()
     if value not in ("allow", "deny"):
         raise ValueError(f"default must be allow or deny, not {text!r}")
-    return value
-
-
-def parse_new_tcp(text: str) -> str:
-    value = str(text).strip().lower()
-    if value not in ("syn", "any"):
-        raise ValueError(f"new_tcp must be syn or any, not {text!r}")
-    return value
-
-
-def parse_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text} is not a positive number of seconds")
     return value
 
 

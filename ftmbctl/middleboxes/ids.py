@@ -65,6 +65,7 @@ from typing import Any, Sequence
 
 from ftmbctl.errors import BadInput, UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet, input_file
+from ftmbctl.middleboxes.options import parse_bool, parse_count, parse_positive, parse_seconds
 from ftmbctl.middleboxes.packets import MALFORMED, NON_IP, U16, U32, address_text, ip_fields, ip_start
 
 # Classic payload signatures: file disclosure, shells, injection, Log4Shell, Shellshock, a NOP sled.
@@ -145,38 +146,6 @@ def read_signature_file(path: str) -> list[bytes]:
     if not found:
         raise BadInput(f"{file}: holds no signature")
     return found
-
-
-def parse_bool(text: Any) -> bool:
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
-
-
-def parse_count(text: Any) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"{value} is negative")
-    return value
-
-
-def parse_positive(text: Any) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{value} is not at least 1")
-    return value
-
-
-def parse_seconds(text: Any) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text} is not a positive number of seconds")
-    return value
 
 
 # ---- the automaton ----

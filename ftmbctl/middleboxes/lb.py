@@ -53,6 +53,7 @@ from typing import Any
 
 from ftmbctl.errors import UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet
+from ftmbctl.middleboxes.options import parse_seconds
 from ftmbctl.middleboxes.packets import (MALFORMED, PROTO_TCP, U16, U32, csum_adjust, delta16, delta32,
                                          ip_fields, ip_start)
 from ftmbctl.shared import MISSING
@@ -95,13 +96,6 @@ def parse_backends(text: str) -> str:
     if not seen:
         raise ValueError("give at least one backend, e.g. 10.1.0.1,10.1.0.2:8080")
     return ",".join(seen)
-
-
-def parse_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text} is not a positive number of seconds")
-    return value
 
 
 # ---- the functions run inside one shared access (deterministic, touching only their input) ----

@@ -71,6 +71,7 @@ from typing import Any
 from ftmbctl.errors import UsageError
 from ftmbctl.flowhash import ip_offset
 from ftmbctl.middlebox import Middlebox, Option, Packet
+from ftmbctl.middleboxes.options import parse_new_tcp, parse_port, parse_seconds
 from ftmbctl.middleboxes.packets import U16, U32, csum_adjust, delta16, delta32
 from ftmbctl.shared import MISSING
 
@@ -96,27 +97,6 @@ def parse_cidrs(text: str) -> str:
 
 def parse_ipv4(text: str) -> str:
     return str(ipaddress.IPv4Address(str(text).strip()))
-
-
-def parse_port(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is not in 1..65535")
-    return port
-
-
-def parse_new_tcp(text: str) -> str:
-    value = str(text).strip().lower()
-    if value not in ("syn", "any"):
-        raise ValueError(f"new_tcp must be syn or any, not {text!r}")
-    return value
-
-
-def parse_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text} is not a positive number of seconds")
-    return value
 
 
 # ---- the functions run inside one shared access (deterministic, touching only their input) ----
