@@ -20,6 +20,7 @@ INPUT = struct.Struct("<IQHII")  # packet id, ts_ns, linktype, orig_len, caplen
 TAG_PAL = 1
 TAG_ND = 2
 PAL = struct.Struct("<BIHII")  # tag=1, packet id, variable id, access sequence number, digest
+PAL_SIZE = PAL.size
 ND = struct.Struct("<BIBQ")  # tag=2, packet id, kind (1 clock ns, 2 random 64 bits), value
 
 # output.log: released outputs, in release order. The dependency vector follows the fixed part.
@@ -150,12 +151,14 @@ def iter_queue_records(raw: bytes) -> Iterator[PalRecord | NdRecord]:
     while pos < size:
         tag = raw[pos]
         if tag == TAG_PAL:
-            _need(raw, pos, PAL.size, "PAL")
+            if size - pos < PAL_SIZE:
+                _need(raw, pos, PAL_SIZE, "PAL")
             _tag, packet, var, seq, digest = PAL.unpack_from(raw, pos)
-            pos += PAL.size
+            pos += PAL_SIZE
             yield PalRecord(packet, var, seq, digest)
         elif tag == TAG_ND:
-            _need(raw, pos, ND.size, "non-deterministic value")
+            if size - pos < ND.size:
+                _need(raw, pos, ND.size, "non-deterministic value")
             _tag, packet, kind, value = ND.unpack_from(raw, pos)
             pos += ND.size
             yield NdRecord(packet, kind, value)
