@@ -336,6 +336,7 @@ def recover(
     from ftmbctl.rundir import RunDir
 
     image_dir = RunDir(image)
+    image_dir.check_middlebox(snapshots=False)
     source = trace or Path(image_dir.manifest["trace"]["path"])
     if trace_sha256(source) != image_dir.manifest["trace"]["sha256"]:
         raise BadInput(f"{source}: not the trace this run was recorded from (SHA-256 differs); pass --trace")

@@ -80,6 +80,10 @@ def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
         if snapshot_number(path) != snap.number:
             warnings.append(f"skipped {path.name}: it holds snapshot {snap.number}")
             continue
+        every = image.manifest["snapshot_every"]
+        if snap.boundary != snap.number * every:
+            raise DamagedRun(f"{path}: snapshot {snap.number} is at packet {snap.boundary}, but the manifest's "
+                             f"snapshot_every {every} puts it at {snap.number * every}")
         return snap
     return None
 

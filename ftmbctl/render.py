@@ -215,7 +215,7 @@ def print_sweep(report: Any) -> None:
 def print_recovery(res: Any) -> None:
     table = Table(title=f"recovered into {res.out_dir}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # paths in warnings are wrapped, never cut
     table.add_row("snapshot restored", f"{res.snapshot} (boundary {res.boundary:,} packets)" if res.snapshot
                   else "none (initial state)")
     for warning in res.warnings:

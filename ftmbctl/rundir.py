@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from ftmbctl import records as rec
-from ftmbctl.errors import DamagedRun
+from ftmbctl.errors import DamagedRun, FtmbError
 from ftmbctl.hashing import file_sha256
 from ftmbctl.manifest import read_manifest
 from ftmbctl.snapshot import Snapshot, read_snapshot
@@ -236,6 +236,33 @@ class RunDir:
                 size = (self.path / name).stat().st_size
                 if size != length:
                     raise DamagedRun(f"{self.path / name}: {size} bytes, but the timeline's last event says {length}")
+
+    def check_middlebox(self, snapshots: bool = True) -> None:
+        """The middlebox the manifest names must load, with its options, and declare the same
+        shared variables as when the run was recorded; with ``snapshots``, every snapshot must sit
+        where ``snapshot_every`` puts it (a crash image is left to recovery, which skips damaged
+        snapshots)."""
+        from ftmbctl.middlebox import build_middlebox
+        from ftmbctl.shared import SharedState
+
+        spec, options = self.manifest["middlebox"]["spec"], self.manifest["middlebox"]["options"]
+        try:
+            middlebox = build_middlebox(spec, options)
+        except FtmbError as exc:
+            raise DamagedRun(f"{self.path / 'manifest.json'}: its middlebox {spec!r} cannot be loaded ({exc})") from None
+        shared = SharedState()
+        middlebox.declare(shared)
+        declared = [[v.var_id, v.name, v.kind] for v in shared.variables]
+        if "variables" in self.manifest and declared != self.manifest["variables"]:
+            raise DamagedRun(f"{self.path / 'manifest.json'}: middlebox {spec!r} now declares other shared "
+                             "variables than the run was recorded with")
+        # snapshot k is taken at packet k * snapshot_every
+        every = self.manifest["snapshot_every"]
+        for path in self.snapshot_paths() if snapshots else []:
+            snap = self.snapshot(path)
+            if snap.boundary != snap.number * every:
+                raise DamagedRun(f"{path}: snapshot {snap.number} is at packet {snap.boundary}, but the manifest's "
+                                 f"snapshot_every {every} puts it at {snap.number * every}")
 
     def variable_names(self) -> dict[int, str]:
         return {int(v[0]): str(v[1]) for v in self.manifest.get("variables", [])}

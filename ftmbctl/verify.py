@@ -237,6 +237,7 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
     """Crash, recover and check every selected point; write crash/results.json under the run."""
     run = RunDir(run_path)
     run.check_complete()  # every byte as the manifest lists it, before anything is claimed
+    run.check_middlebox()
     run.reference()
     events = run.events()
     if not events:

@@ -465,8 +465,6 @@ def test_manifest_with_malformed_variables_is_a_damaged_run(world: World, scratc
         assert error_problem(out, ["manifest.json"]) is None, out
 
 
-@pytest.mark.xfail(strict=True, reason=SWALLOWED + ": an unknown middlebox in the manifest (BadInput from "
-                   "build_middlebox in Recovery.__init__) is reported per crash point")
 def test_manifest_naming_an_unknown_middlebox_is_bad_input(world: World, scratch) -> None:
     run = scratch(world.run)
     doc = json.loads((run / "manifest.json").read_text())
@@ -485,10 +483,6 @@ def test_manifest_claiming_more_queues_than_the_run_has_is_damaged(world: World,
     assert error_problem(out, ["pal-2.log", "manifest.json"]) is None, out
 
 
-@pytest.mark.xfail(strict=True, reason="nothing checks the manifest's snapshot_every against the snapshots "
-                   "(snapshot k must be at packet k * snapshot_every) or against the run id it is hashed "
-                   "into (record.Recorder.run): recovery.Recovery takes snapshots at the wrong boundaries, "
-                   "replay cannot be satisfied, and crash-replay exits 1 blaming the middlebox")
 def test_manifest_with_another_snapshot_interval_is_damaged(world: World, scratch) -> None:
     run = scratch(world.run)
     doc = json.loads((run / "manifest.json").read_text())
@@ -756,9 +750,6 @@ def test_damaged_latest_snapshot_is_skipped_with_a_warning_and_the_one_before_is
     report(failures, len(damages))
 
 
-@pytest.mark.xfail(strict=True, reason="render.print_recovery puts each warning in a rich table cell with the "
-                   "default overflow ('ellipsis'): a path longer than the cell is cut to '.../snap-…', so the "
-                   "warning no longer says which snapshot was skipped")
 def test_warning_about_a_skipped_snapshot_names_it_in_full_even_in_a_deep_directory(world: World,
                                                                                     tmp_path: Path) -> None:
     image = tmp_path / ("crash-images-of-the-nightly-nat-regression-run" + "-" * 40) / "crash-image"
