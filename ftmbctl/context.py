@@ -9,7 +9,6 @@ record.py logs PALs and non-deterministic values; the replay context forces reco
 from __future__ import annotations
 
 import random as _random
-import struct
 import time
 from typing import Any, Callable
 
@@ -23,8 +22,6 @@ ALERT_LINKTYPE = 147
 ND_CLOCK = 1
 ND_RANDOM = 2
 
-_F64 = struct.Struct("<d")
-_U64 = struct.Struct("<Q")
 
 
 def _resolve(var: Any, key: Any) -> SharedVar:

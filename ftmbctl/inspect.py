@@ -13,7 +13,7 @@ from typing import Any
 
 from ftmbctl import records as rec
 from ftmbctl.context import ND_CLOCK
-from ftmbctl.errors import DamagedRun, UsageError
+from ftmbctl.errors import UsageError
 from ftmbctl.rundir import RunDir, log_kind
 from ftmbctl.snapshot import Snapshot
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE
@@ -102,7 +102,7 @@ def _describe_log(run: RunDir, name: str, kind: int, limit: int | None) -> dict[
     chunks = []
     for chunk in log.chunks():
         rows = []
-        for record in _decode_chunk(log, decode, chunk):
+        for record in log.decode(chunk, decode):
             if limit is not None and listed >= limit:
                 break
             rows.append(_record_row(kind, record, names))
@@ -112,12 +112,6 @@ def _describe_log(run: RunDir, name: str, kind: int, limit: int | None) -> dict[
     return {"file": name, "kind": rec_kind_name(kind), "bytes": log.size, "records": log.scan.records,
             "torn_bytes": log.scan.torn_bytes, "chunks": chunks}
 
-
-def _decode_chunk(log: Any, decode: Any, chunk: Any) -> Any:
-    try:
-        return list(decode(chunk.raw))
-    except rec.RecordError as exc:
-        raise DamagedRun(f"{log.path}: chunk at byte {chunk.offset}: {exc} (record byte {exc.offset})") from None
 
 
 def rec_kind_name(kind: int) -> str:

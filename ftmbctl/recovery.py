@@ -94,7 +94,7 @@ def _read_queue(image: RunDir, q: int, start: int, first_seq: int) -> tuple[list
     return records, log.scan.torn_bytes
 
 
-def state_difference(state: dict[str, Any], reference: dict[str, Any], names: dict[int, str]) -> str | None:
+def state_difference(state: dict[str, Any], reference: dict[str, Any]) -> str | None:
     """None when shared and queue-local state are equal, else where they first differ."""
     for var_id, (mine, theirs) in enumerate(zip(state["shared"], reference["shared"])):
         if mine != theirs:
@@ -262,7 +262,7 @@ class Recovery(Recorder):
     def _compare(self, state: dict[str, Any], reference: dict[str, Any], where: str,
                  outputs_end: int | None = None) -> None:
         res = self.res
-        difference = state_difference(state, reference, {})
+        difference = state_difference(state, reference)
         res.compared_at, res.state_equal = where, difference is None
         res.first_state_difference = None if difference is None else f"at {where}: {difference}"
         self._compare_outputs(outputs_end)

@@ -46,15 +46,19 @@ class LogFile:
     def records(self, decode: Callable[[bytes], Iterator[T]], start: int = FILE_HEADER.size,
                 first_seq: int = 0) -> Iterator[T]:
         for chunk in self.chunks(start, first_seq):
-            try:
-                decoded = list(decode(chunk.raw))
-            except rec.RecordError as exc:
-                raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset}: {exc} "
-                                 f"(record byte {exc.offset})") from None
-            if len(decoded) != chunk.count:
-                raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset} holds {len(decoded)} records, "
-                                 f"its header says {chunk.count}")
-            yield from decoded
+            yield from self.decode(chunk, decode)
+
+    def decode(self, chunk: Chunk, decode: Callable[[bytes], Iterator[T]]) -> list[T]:
+        """One chunk's records; a record that does not parse, or a count that differs from the
+        chunk header's, is corruption reported with the chunk's offset."""
+        try:
+            decoded = list(decode(chunk.raw))
+        except rec.RecordError as exc:
+            raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset}: {exc} (record byte {exc.offset})") from None
+        if len(decoded) != chunk.count:
+            raise DamagedRun(f"{self.path}: chunk at byte {chunk.offset} holds {len(decoded)} records, "
+                             f"its header says {chunk.count}")
+        return decoded
 
 
 def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, limit: int | None = None) -> LogFile:

@@ -91,8 +91,6 @@ class OutputLogger:
             chunks.append((bytes(packed), count))
         return chunks
 
-    def held_count(self) -> int:
-        return sum(len(fifo) for fifo in self.held)
 
 
 class Storage:
