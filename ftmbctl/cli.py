@@ -35,6 +35,11 @@ class Scheduler(str, Enum):
     chaos = "chaos"
 
 
+class Mode(str, Enum):
+    ftmb = "ftmb"
+    no_replay = "no-replay"
+
+
 def _fail(message: str, code: int) -> None:
     from ftmbctl import render
 
@@ -88,6 +93,10 @@ def record(
                                         help="chaos: one queue at a time, a seeded choice at every shared access "
                                              "(reproducible); threads: real OS threads."),
     seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule and of ctx.random()."),
+    mode: Mode = typer.Option(Mode.ftmb, "--mode",
+                              help="ftmb: log every shared access and release outputs by dependency vectors; "
+                                   "no-replay: snapshots only, outputs held until a snapshot covers them "
+                                   "(the baseline FTMB is measured against)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it is an existing run directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -96,7 +105,8 @@ def record(
 
     The run directory holds the input log, one PAL log per queue, the output log (what was
     released, with dependency vectors), snapshots, the timeline of durability events and the
-    failure-free reference state.
+    failure-free reference state. With --mode no-replay the PAL logs stay empty and recovery
+    restores the latest snapshot only: inputs after it are lost, like packets dropped.
     """
     from ftmbctl import render
     from ftmbctl.record import RecordConfig
@@ -104,8 +114,9 @@ def record(
 
     cfg = RecordConfig(trace=trace, out=out, middlebox=middlebox, mb_opts=list(mb_opt), queues=queues,
                        snapshot_every=snapshot_every, flush_every=flush_every, scheduler=scheduler.value,
-                       seed=seed, force=force)
-    render.note(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}")
+                       seed=seed, mode=mode.value, force=force)
+    render.note(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}"
+                + (", no-replay mode" if mode is Mode.no_replay else ""))
     with render.progress_bar("record") as update:
         result = do_record(cfg, update)
     summary = render.record_summary(result, scheduler.value)

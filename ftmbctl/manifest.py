@@ -73,6 +73,21 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
     return sizes
 
 
+def snapshot_misplaced(manifest: dict[str, Any], number: int, boundary: int) -> str | None:
+    """Why snapshot ``number`` cannot be at packet ``boundary`` in this run, or None when it can.
+
+    Snapshot k is taken at packet k * snapshot_every. A No-Replay run also ends with a snapshot at
+    the end of its trace (its last outputs wait for one), which may fall short of that boundary.
+    """
+    every = manifest["snapshot_every"]
+    if boundary == number * every:
+        return None
+    if manifest.get("mode") == "no-replay" and (number - 1) * every < boundary < number * every:
+        return None
+    return (f"snapshot {number} is at packet {boundary}, but the manifest's snapshot_every {every} "
+            f"puts it at {number * every}")
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / MANIFEST
     if not run_dir.is_dir():

@@ -39,6 +39,9 @@ MAX_BATCH_BYTES = 8 << 20  # an input chunk is flushed early rather than grow pa
 _ND_PACK = rec.ND.pack
 
 
+MODES = ("ftmb", "no-replay", "vanilla")
+
+
 @dataclass
 class RecordConfig:
     trace: Path
@@ -50,7 +53,7 @@ class RecordConfig:
     flush_every: int = 32
     scheduler: str = "chaos"
     seed: int = 1
-    mode: str = "ftmb"  # "ftmb" or "vanilla" (un-instrumented baseline: nothing written)
+    mode: str = "ftmb"  # "ftmb", "no-replay" (snapshots only, DESIGN §8) or "vanilla" (nothing written)
     force: bool = False
 
     def validate(self) -> None:
@@ -62,8 +65,8 @@ class RecordConfig:
             raise UsageError(f"--flush-every must be at least 1, got {self.flush_every}")
         if self.scheduler not in ("threads", "chaos"):
             raise UsageError(f"--scheduler must be threads or chaos, got {self.scheduler!r}")
-        if self.mode not in ("ftmb", "vanilla"):
-            raise UsageError(f"unknown record mode {self.mode!r}")
+        if self.mode not in MODES:
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
 @dataclass
@@ -187,7 +190,8 @@ class Recorder:
         self.cfg = cfg
         self.mb = middlebox
         self.progress = progress
-        self.instrumented = cfg.mode == "ftmb"
+        self.instrumented = cfg.mode != "vanilla"  # a run directory is written
+        self.no_replay = cfg.mode == "no-replay"  # no PALs, outputs wait for a covering snapshot
         self.sched = make_scheduler(cfg.scheduler, cfg.queues, cfg.seed)
         self.shared = SharedState()
         self.mb.declare(self.shared)
@@ -203,6 +207,7 @@ class Recorder:
         # and number for a recovery (recovery.py sets these and restores the state).
         self.start_boundary = 0
         self.start_number = 0
+        self.last_snapshot = 0  # number of the latest snapshot taken (or restored)
         self.stop_requested = False
         self.trace_sha: str | None = None  # known already when recovering
         self.durable_writes = True  # fsync snapshots and logs, hash files into the manifest
@@ -231,7 +236,8 @@ class Recorder:
         self._hold(q, pkt, outs)
 
     def _hold(self, q: int, pkt: Packet, outs: list[tuple[int, bytes]]) -> None:
-        """Give a packet's outputs to the Output Logger with the packet's dependency vector."""
+        """Give a packet's outputs to the Output Logger with the packet's dependency vector
+        (No-Replay logs nothing, so its vectors are all zero: only a snapshot releases)."""
         deps = tuple(self.storage.totals)
         finish = self.sched.now_ns()
         self.storage.hold_output(q, [(pkt.id, i, lt, finish, deps, data) for i, (lt, data) in enumerate(outs)])
@@ -255,11 +261,19 @@ class Recorder:
         if not self.scratch:
             data = encode_snapshot(self.run_id, number, boundary, state)
             write_atomically(self.cfg.out / "snapshots" / snapshot_name(number), data, sync=self.durable_writes)
-        storage.snapshot_durable(number)
+        storage.snapshot_durable(number, boundary)
+        self.last_snapshot = number
         self._reseed(number)
         pause = (self.sched.now_ns() - sim_start) / 1e9 if self.sched.deterministic else time.perf_counter() - started
         self.result.snapshots.append((number, boundary, pause))
         self._after_snapshot(number, boundary, state)
+
+    def _cover_tail(self, end: int) -> None:
+        """No-Replay releases an output only once a snapshot covers its input: the outputs of
+        the last inputs need a snapshot at the end of the trace (number k + 1 at ``end`` <= (k + 1)
+        * snapshot_every; regular when the trace ends on a boundary)."""
+        if self.storage is not None and end > self.storage.covered:
+            self._snapshot(max(self.last_snapshot, self.start_number) + 1, end)
 
     def _after_snapshot(self, number: int, boundary: int, state: dict[str, Any]) -> None:
         """Hook for recovery: compare with the failure-free snapshot, maybe stop."""
@@ -302,12 +316,15 @@ class Recorder:
             # not fsynced: until the final manifest replaces it, it only marks an unfinished run
             write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra,
                            hash_files=False)
-            self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns, input_base=self.start_boundary)
+            self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns, input_base=self.start_boundary,
+                                   hold_until_snapshot=self.no_replay)
         self.contexts = self._make_contexts()
         self._reseed(self.start_number)
         sched.start(self._process, self._on_idle)
         try:
             count = self._ingest()
+            if self.no_replay and not self.stop_requested:
+                self._cover_tail(self.start_boundary + count)
             sched.stop()
         except WorkerFailed as failed:
             sched.abort()
@@ -346,7 +363,7 @@ class Recorder:
 
     def _make_contexts(self) -> list[Context]:
         cfg, sched = self.cfg, self.sched
-        if self.storage is None:
+        if self.storage is None or self.no_replay:
             return [VanillaContext(q, self.local[q], self.live[q], sched.sched_point_for(q)) for q in range(cfg.queues)]
         return [RecordContext(q, self.local[q], self.live[q], self.storage.logs[q], self.storage, cfg.flush_every,
                               sched.sched_point_for(q)) for q in range(cfg.queues)]
@@ -363,6 +380,8 @@ class Recorder:
                 self.replaced.rename(self.cfg.out)
 
     def _count_records(self) -> tuple[int, int]:
+        if self.no_replay:
+            return 0, 0
         return sum(var.count for var in self.shared.variables), sum(
             self.storage.totals) - sum(var.count for var in self.shared.variables)
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from ftmbctl import records as rec
 from ftmbctl.causal import causal_cut
 from ftmbctl.errors import DamagedRun
+from ftmbctl.manifest import snapshot_misplaced
 from ftmbctl.middlebox import Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket
 from ftmbctl.record import RecordConfig, Recorder
@@ -67,6 +68,10 @@ class RecoveryResult:
     output_differences: list[dict[str, Any]] = field(default_factory=list)  # output_id, what, message
     output_differences_total: int = 0
     out_dir: str = ""
+    # No-Replay (DESIGN §8): inputs after the snapshot that had arrived are lost, by design
+    mode: str = "ftmb"
+    lost_inputs: int = 0
+    uncovered_outputs: list[list[int]] = field(default_factory=list)  # released, but no snapshot covers them
 
 
 def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
@@ -80,10 +85,9 @@ def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
         if snapshot_number(path) != snap.number:
             warnings.append(f"skipped {path.name}: it holds snapshot {snap.number}")
             continue
-        every = image.manifest["snapshot_every"]
-        if snap.boundary != snap.number * every:
-            raise DamagedRun(f"{path}: snapshot {snap.number} is at packet {snap.boundary}, but the manifest's "
-                             f"snapshot_every {every} puts it at {snap.number * every}")
+        misplaced = snapshot_misplaced(image.manifest, snap.number, snap.boundary)
+        if misplaced:
+            raise DamagedRun(f"{path}: {misplaced}")
         return snap
     return None
 
@@ -343,8 +347,17 @@ def arrivals_from_trace(trace: Path) -> Arrivals:
     return arrivals
 
 
+def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
+                  reference_order: Callable[[int], dict[tuple[int, int], int]] | None = None) -> Any:
+    """The recovery the image's mode calls for: replay (FTMB) or restore only (No-Replay)."""
+    if image.manifest.get("mode") == "no-replay":
+        from ftmbctl.noreplay import NoReplayRecovery
+        return NoReplayRecovery(image, arrivals, out, compare_with)
+    return Recovery(image, arrivals, out, compare_with, reference_order)
+
+
 def recover(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> RecoveryResult:
     """Recover ``image`` into the run directory ``out`` (replaced)."""
     if out.exists():
         shutil.rmtree(out)
-    return Recovery(image, arrivals, out, compare_with).recover()
+    return make_recovery(image, arrivals, out, compare_with).recover()

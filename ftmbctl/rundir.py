@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from ftmbctl import records as rec
 from ftmbctl.errors import DamagedRun, FtmbError
 from ftmbctl.hashing import file_sha256
-from ftmbctl.manifest import read_manifest
+from ftmbctl.manifest import read_manifest, snapshot_misplaced
 from ftmbctl.snapshot import Snapshot, read_snapshot
 from ftmbctl.store import (FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk, LogScan,
                            iter_chunks, read_file_header)
@@ -113,6 +113,8 @@ def _check_manifest_fields(path: Path, man: dict[str, Any]) -> None:
             raise bad(key)
     if type(man.get("seed")) is not int:
         raise bad("seed")
+    if man.get("mode", "ftmb") not in ("ftmb", "no-replay"):
+        raise bad("mode (ftmb or no-replay)")
     variables = man.get("variables", [])
     if not isinstance(variables, list) or not all(
             isinstance(v, list) and len(v) == 3 and type(v[0]) is int and isinstance(v[1], str) for v in variables):
@@ -260,13 +262,11 @@ class RunDir:
         if "variables" in self.manifest and declared != self.manifest["variables"]:
             raise DamagedRun(f"{self.path / 'manifest.json'}: middlebox {spec!r} now declares other shared "
                              "variables than the run was recorded with")
-        # snapshot k is taken at packet k * snapshot_every
-        every = self.manifest["snapshot_every"]
         for path in self.snapshot_paths() if snapshots else []:
             snap = self.snapshot(path)
-            if snap.boundary != snap.number * every:
-                raise DamagedRun(f"{path}: snapshot {snap.number} is at packet {snap.boundary}, but the manifest's "
-                                 f"snapshot_every {every} puts it at {snap.number * every}")
+            misplaced = snapshot_misplaced(self.manifest, snap.number, snap.boundary)
+            if misplaced:
+                raise DamagedRun(f"{path}: {misplaced}")
 
     def variable_names(self) -> dict[int, str]:
         return {int(v[0]): str(v[1]) for v in self.manifest.get("variables", [])}

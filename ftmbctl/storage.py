@@ -96,9 +96,14 @@ class OutputLogger:
 class Storage:
     """The files of a run being recorded, and the one lock that orders their durability events."""
 
-    def __init__(self, run_dir: Path, run_id: bytes, queues: int, now_ns, input_base: int = 0) -> None:
+    def __init__(self, run_dir: Path, run_id: bytes, queues: int, now_ns, input_base: int = 0,
+                 hold_until_snapshot: bool = False) -> None:
         self.lock = threading.RLock()
         self.input_base = input_base  # id of the first input this run logs (a recovery starts mid-trace)
+        # No-Replay (DESIGN §8): an output waits for a durable snapshot that covers its input,
+        # not for logs; ``covered`` is the boundary of the latest durable snapshot.
+        self.hold_until_snapshot = hold_until_snapshot
+        self.covered = input_base
         self.queues = queues
         self.now_ns = now_ns
         self.input = ChunkWriter(run_dir / "input.log", KIND_INPUT, run_id, queues)
@@ -168,13 +173,17 @@ class Storage:
         fifo = self.ol.held[q]
         fifo.extend(items)
         deps = items[-1][4]
-        if items[-1][0] < self.input_base + self.input.records and all(map(ge, self.durables, deps)):
+        if items[-1][0] < self._release_bound() and all(map(ge, self.durables, deps)):
             with self.lock:
                 self._release()
 
+    def _release_bound(self) -> int:
+        """Outputs of inputs below this id may go out (given their dependency vectors): inputs on
+        stable storage, or, in No-Replay, inputs the latest durable snapshot covers."""
+        return self.covered if self.hold_until_snapshot else self.input_base + self.input.records
+
     def _release(self) -> None:
-        chunks = self.ol.release(self.durables, self.input_base + self.input.records,
-                                 self.now_ns())
+        chunks = self.ol.release(self.durables, self._release_bound(), self.now_ns())
         if chunks:
             for packed, count in chunks:
                 self.output.append(packed, count)
@@ -184,10 +193,13 @@ class Storage:
         with self.lock:
             self._event(rec.EV_SNAPSHOT_BEGIN, number)
 
-    def snapshot_durable(self, number: int) -> None:
+    def snapshot_durable(self, number: int, boundary: int) -> None:
         with self.lock:
             self.snapshot = number
             self._event(rec.EV_SNAPSHOT_DURABLE, number)
+            if self.hold_until_snapshot:
+                self.covered = boundary
+                self._release()
 
     def finish(self, sync: bool = True) -> None:
         with self.lock:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 from ftmbctl import records as rec
 from ftmbctl.crash import CLEAN, CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import DamagedRun, FtmbError
-from ftmbctl.recovery import Recovery, RecoveryResult, arrivals_from_log
+from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import RunDir
 from ftmbctl.store import FILE_HEADER
 
@@ -85,8 +85,8 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
         out = w["scratch"] / "recovered"
         if out.exists():
             shutil.rmtree(out)
-        recovery = Recovery(image, arrivals_from_log(run), out, compare_with=run,
-                            reference_order=lambda number: _reference_order(run, number, w["orders"]))
+        recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run,
+                                 reference_order=lambda number: _reference_order(run, number, w["orders"]))
         recovery.reference_states = w["states"]  # failure-free snapshots, decoded once per process
         recovery.scratch = w["keep"] is None
         res = recovery.recover()
@@ -142,7 +142,7 @@ def _summary(res: RecoveryResult) -> dict[str, Any]:
             "inputs_processed": res.inputs_processed, "compared_at": res.compared_at,
             "output_differences": res.output_differences_total,
             "state_equal": res.state_equal, "torn_bytes": {k: v for k, v in res.torn_bytes.items() if v},
-            "warnings": res.warnings}
+            "warnings": res.warnings, "mode": res.mode, "lost_inputs": res.lost_inputs}
 
 
 def _var(names: dict[int, str], var: int | None) -> str:
@@ -160,6 +160,12 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
                            "message": f"output {tuple(oid)} was released before the crash, but recovery "
                                       f"regenerated different bytes (first difference at byte "
                                       f"{mismatch['first_difference']})", "likely_cause": CAUSES["output"]})
+    for oid in res.uncovered_outputs[:10]:
+        violations.append({"invariant": "output-commit", "packet": oid[0], "output_id": oid,
+                           "message": f"output {tuple(oid)} was released before the crash, but the restored "
+                                      f"snapshot {res.snapshot} covers only packets before {res.boundary}: "
+                                      "no-replay recovery cannot regenerate it",
+                           "likely_cause": "an output released before a snapshot covering its input was durable"})
     for oid in res.missing_outputs[:10]:
         violations.append({"invariant": "output-commit", "packet": oid[0], "output_id": oid,
                            "message": f"output {tuple(oid)} was released before the crash, but recovery "

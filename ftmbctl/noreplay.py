@@ -1,0 +1,126 @@
+"""Recovery of a No-Replay run (DESIGN §8): restore the latest snapshot, lose what came after.
+
+A No-Replay run logs no shared accesses and no non-deterministic values, so nothing after a
+snapshot can be reproduced: recovery restores the latest intact snapshot, and the inputs that
+had arrived since its boundary are lost, as if the network had dropped them. The middlebox then
+goes on with the inputs that arrive after the crash.
+
+Its promise to the network is kept by holding every output until a durable snapshot covers the
+input that made it. So the one thing a crash point can break is that: an output in the image's
+output log whose input the restored snapshot does not cover was released and is now forgotten
+("uncovered"). Outputs of the recovered run are new outputs of new inputs, so none may repeat
+an output id released before the crash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from ftmbctl import records as rec
+from ftmbctl.errors import DamagedRun
+from ftmbctl.middlebox import build_middlebox
+from ftmbctl.pcapio import RawPacket
+from ftmbctl.record import RecordConfig, Recorder
+from ftmbctl.recovery import Arrivals, RecoveryResult, latest_snapshot
+from ftmbctl.rundir import RunDir
+from ftmbctl.store import FILE_HEADER
+
+
+class NoReplayRecovery(Recorder):
+    """The record engine in No-Replay mode, started from a snapshot, after the lost inputs."""
+
+    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> None:
+        """With ``compare_with`` (a verify sweep), the continuation stops at its first snapshot:
+        there is no failure-free state to compare with once inputs were lost, and the first
+        snapshot shows that the recovered middlebox runs and releases again."""
+        man = image.manifest
+        mb = man["middlebox"]
+        cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out, middlebox=mb["spec"],
+                           mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
+                           flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], mode="no-replay",
+                           force=True)
+        super().__init__(cfg, build_middlebox(cfg.middlebox, cfg.mb_opts))
+        self.image = image
+        self.arrivals = arrivals
+        self.compare_with = compare_with
+        self.durable_writes = False  # a recovered run is scratch: no fsync, no file hashes
+        for live in self.live:
+            live.wall_clock = man.get("scheduler") == "threads"
+        self.trace_sha = man["trace"]["sha256"]
+        self.res = RecoveryResult(snapshot=0, boundary=0, out_dir=str(out), mode="no-replay")
+        self._restore()
+
+    def _restore(self) -> None:
+        image, res = self.image, self.res
+        snap = latest_snapshot(image, res.warnings)
+        input_at, output_at = (FILE_HEADER.size, 0), (FILE_HEADER.size, 0)
+        if snap is not None:
+            state = snap.state
+            try:
+                self.shared.load(state["shared"])
+                if len(state["local"]) != image.queues:
+                    raise ValueError(f"{len(state['local'])} queue-local states for {image.queues} queues")
+                self.local[:] = state["local"]
+                input_at = (state["input_bytes"], state["input_records"])
+                output_at = (state["outputs_bytes"], state["outputs_released"])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise DamagedRun(f"{image.path}: snapshot {snap.number} does not fit this middlebox ({exc})") from None
+            res.snapshot, res.boundary = snap.number, snap.boundary
+        for name, (offset, _records) in (("input.log", input_at), ("output.log", output_at)):
+            size = image.log(name).size
+            if size < offset:
+                raise DamagedRun(f"{image.path / name}: {size} bytes, but snapshot {res.snapshot} was taken when it "
+                                 f"held {offset}: the log is cut short or the snapshot is not of this image")
+        arrived = self._arrived(*input_at)
+        res.durable_inputs = arrived
+        res.lost_inputs = arrived - res.boundary
+        self._check_released(*output_at)
+        # The recovered middlebox takes the next input that arrives; its snapshots keep their
+        # places (k at k * snapshot_every), so numbering goes on from the boundary it starts at.
+        self.start_boundary = arrived
+        self.start_number = arrived // self.cfg.snapshot_every
+        self.manifest_extra = {"recovered_from": {"image": str(image.path), "snapshot": res.snapshot,
+                                                  "lost_inputs": res.lost_inputs}}
+
+    def _arrived(self, offset: int, first_seq: int) -> int:
+        """Inputs that had arrived at the crash: ids run on from the snapshot's boundary."""
+        log = self.image.log("input.log")
+        expect = self.res.boundary
+        for chunk in log.chunks(offset, first_seq):
+            for record in log.decode(chunk, rec.iter_inputs):
+                if record.id != expect:
+                    raise DamagedRun(f"{log.path}: chunk at byte {chunk.offset} holds packet {record.id} "
+                                     f"where {expect} was expected")
+                expect += 1
+        self.res.torn_bytes["input.log"] = log.scan.torn_bytes
+        return expect
+
+    def _check_released(self, offset: int, first_seq: int) -> None:
+        """Every output released after the snapshot was taken must be of an input it covers."""
+        log = self.image.log("output.log")
+        released = 0
+        for output in log.records(rec.iter_outputs, offset, first_seq):
+            released += 1
+            if output.input_id >= self.res.boundary:
+                self.res.uncovered_outputs.append(list(output.output_id))
+        self.res.released_before = released
+        self.res.torn_bytes["output.log"] = log.scan.torn_bytes
+
+    def _input_packets(self) -> Iterator[RawPacket]:
+        expect = self.start_boundary
+        for packet in self.arrivals(expect):
+            if packet.index != expect:
+                self.res.input_gaps.append(f"packet {packet.index} arrived where {expect} was expected")
+            expect = packet.index + 1
+            yield packet
+
+    def _after_snapshot(self, number: int, boundary: int, state: dict[str, Any]) -> None:
+        if self.compare_with is not None:
+            self.res.compared_at = f"packet boundary {boundary}"
+            self.stop_requested = True
+
+    def recover(self) -> RecoveryResult:
+        result = self.run()
+        self.res.inputs_processed = result.packets_in
+        return self.res
