@@ -191,14 +191,49 @@ class Recovery(Recorder):
         self.sched.sticky = self.plan.remaining > 0
         self.plan.on_done = self._replay_done
         # Outputs released before the snapshot belong to inputs it covers: only later ones matter.
-        out_log = image.log("output.log")
-        self.released = dict(out_log.records(rec.iter_output_data, output_bytes, output_records))
+        self.released = self._released_after(output_bytes, output_records,
+                                             [n + len(r) for n, r in zip(queue_records, logs)])
         self.output_start = (output_bytes, output_records)  # where outputs after the snapshot begin
         self.produced: dict[tuple[int, int], bytes] = {}  # every output recovery made, for comparison
         res.released_before = len(self.released)
         self.regenerated: set[tuple[int, int]] = set()
         self.manifest_extra = {"recovered_from": {"image": str(image.path), "snapshot": res.snapshot,
                                                   "durable_inputs": res.durable_inputs}}
+
+    def _released_after(self, offset: int, first_seq: int, logged: list[int]) -> dict[tuple[int, int], bytes]:
+        """The outputs the image released after the snapshot, each checked against the image's
+        logs. The release rule let an output out only once its input and every record of its
+        dependency vector were durable, so one that needs more than the image holds means a log
+        of the image lost durable bytes. Recovery still tries (free execution may regenerate the
+        output exactly); if it cannot, the image is to blame, not the middlebox (``_blame``)."""
+        log = self.image.log("output.log")
+        durable_inputs = self.res.durable_inputs
+        released: dict[tuple[int, int], bytes] = {}
+        self.unbacked: dict[tuple[int, int], str] = {}  # output id -> what the image lacks for it
+        for chunk in log.chunks(offset, first_seq):
+            for output in log.decode(chunk, rec.iter_outputs):
+                oid = output.output_id
+                where = f"{log.path}: output {oid} in the chunk at byte {chunk.offset}"
+                if len(output.deps) != len(logged):
+                    raise DamagedRun(f"{where} has a dependency vector of {len(output.deps)} queues, not {len(logged)}")
+                if output.input_id >= durable_inputs:
+                    self.unbacked[oid] = (f"{where} was released, but input.log holds only packets before "
+                                          f"{durable_inputs}: the image's input log lost durable records")
+                for q, (needed, held) in enumerate(zip(output.deps, logged)):
+                    if needed > held and oid not in self.unbacked:
+                        self.unbacked[oid] = (f"{where} was released depending on {needed} records of "
+                                              f"pal-{q}.log, which holds only {held}: the image's queue log "
+                                              "lost durable records")
+                released[oid] = output.data
+        return released
+
+    def _blame(self) -> None:
+        """A released output recovery could not regenerate, because the image lacks records it was
+        released on, is damage to the image (exit 3), not an output-commit violation."""
+        res = self.res
+        for oid in [tuple(m["output_id"]) for m in res.output_mismatches] + [tuple(o) for o in res.missing_outputs]:
+            if oid in self.unbacked:
+                raise DamagedRun(self.unbacked[oid])
 
     def _replay_done(self) -> None:
         self.sched.sticky = False
@@ -312,6 +347,7 @@ class Recovery(Recorder):
         res.divergences = [d.as_dict() for d in self.plan.divergences]
         # Outputs of inputs before the snapshot were all released before it was taken.
         res.missing_outputs = sorted([list(oid) for oid in set(self.released) - self.regenerated])
+        self._blame()
         if res.compared_at is None and self.compare_with is not None:
             self._compare(self.final_state, self.compare_with.reference().state, "end of trace")
         return res
