@@ -136,12 +136,14 @@ def _need(raw: bytes, pos: int, n: int, what: str) -> None:
 
 
 def iter_inputs(raw: bytes) -> Iterator[InputRecord]:
-    pos, size, unpack = 0, len(raw), INPUT.unpack_from
+    pos, size, unpack, head = 0, len(raw), INPUT.unpack_from, INPUT.size
     while pos < size:
-        _need(raw, pos, INPUT.size, "input")
+        if size - pos < head:  # the checks are inlined: a sweep decodes millions of records
+            _need(raw, pos, head, "input")
         pid, ts_ns, linktype, orig_len, caplen = unpack(raw, pos)
-        pos += INPUT.size
-        _need(raw, pos, caplen, "input packet")
+        pos += head
+        if size - pos < caplen:
+            _need(raw, pos, caplen, "input packet")
         yield InputRecord(pid, ts_ns, linktype, orig_len, raw[pos:pos + caplen])
         pos += caplen
 
@@ -167,32 +169,38 @@ def iter_queue_records(raw: bytes) -> Iterator[PalRecord | NdRecord]:
 
 
 def iter_outputs(raw: bytes) -> Iterator[OutputRecord]:
-    pos, size = 0, len(raw)
+    pos, size, head = 0, len(raw), OUTPUT.size
     while pos < size:
-        _need(raw, pos, OUTPUT.size, "output")
+        if size - pos < head:
+            _need(raw, pos, head, "output")
         input_id, index, linktype, finish_ns, release_ns, queues = OUTPUT.unpack_from(raw, pos)
-        pos += OUTPUT.size
-        _need(raw, pos, 4 * queues + 4, "output dependency vector")
-        deps = struct.unpack_from(f"<{queues}I", raw, pos)
+        pos += head
+        if size - pos < 4 * queues + 4:
+            _need(raw, pos, 4 * queues + 4, "output dependency vector")
+        deps = _deps_struct(queues).unpack_from(raw, pos)
         pos += 4 * queues
         (caplen,) = OUTPUT_LEN.unpack_from(raw, pos)
         pos += 4
-        _need(raw, pos, caplen, "output packet")
+        if size - pos < caplen:
+            _need(raw, pos, caplen, "output packet")
         yield OutputRecord(input_id, index, linktype, finish_ns, release_ns, deps, raw[pos:pos + caplen])
         pos += caplen
 
 
 def iter_output_data(raw: bytes) -> Iterator[tuple[tuple[int, int], bytes]]:
     """Only (output id, bytes) of each output: what recovery compares regenerated outputs with."""
-    pos, size = 0, len(raw)
+    pos, size, head = 0, len(raw), OUTPUT.size
     while pos < size:
-        _need(raw, pos, OUTPUT.size, "output")
+        if size - pos < head:
+            _need(raw, pos, head, "output")
         input_id, index, _lt, _fin, _rel, queues = OUTPUT.unpack_from(raw, pos)
-        pos += OUTPUT.size + 4 * queues
-        _need(raw, pos, 4, "output dependency vector")
+        pos += head + 4 * queues
+        if size - pos < 4:
+            _need(raw, pos, 4, "output dependency vector")
         (caplen,) = OUTPUT_LEN.unpack_from(raw, pos)
         pos += 4
-        _need(raw, pos, caplen, "output packet")
+        if size - pos < caplen:
+            _need(raw, pos, caplen, "output packet")
         yield (input_id, index), raw[pos:pos + caplen]
         pos += caplen
 
