@@ -35,6 +35,7 @@ from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_a
 from ftmbctl.storage import QueueLog, Storage
 
 _PAL_PACK = rec.PAL.pack
+_TAG_PAL = rec.TAG_PAL
 MAX_BATCH_BYTES = 8 << 20  # an input chunk is flushed early rather than grow past this (readers cap chunks)
 _ND_PACK = rec.ND.pack
 
@@ -107,6 +108,7 @@ class RecordContext(Context):
         self.totals = storage.totals
         self.flush_every = flush_every
         self._sched_point = sched_point
+        self.digest = 0  # digest of the variable after the last access
 
     def _access(self, var: SharedVar, op: Callable[..., Any], a: Any, b: Any) -> Any:
         if self._sched_point is not None:
@@ -117,7 +119,8 @@ class RecordContext(Context):
             var.count = seq = var.count + 1
             # The PAL is counted before the lock is released: a packet that takes the next access
             # on this variable then depends on it (its dependency vector covers it).
-            log.buf += _PAL_PACK(rec.TAG_PAL, self.packet.id, var.var_id, seq, var.digest32())
+            self.digest = digest = var.digest32()  # replay checks it against the log's
+            log.buf += _PAL_PACK(_TAG_PAL, self.packet.id, var.var_id, seq, digest)
             self.totals[self.queue] += 1
             log.pending += 1
         if log.pending >= self.flush_every:

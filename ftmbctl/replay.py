@@ -99,7 +99,7 @@ class ReplayContext(RecordContext):
                     result = super()._access(var, op, a, b)
                     plan.trace.append((var.var_id, want + 1, self.packet.id))
                     plan.replayed += 1
-                    digest = var.digest32()
+                    digest = self.digest
                     if digest != entry.digest:
                         plan.diverge(ReplayDivergence("digest", self.queue, entry.packet, entry.var, entry.seq,
                                                       f"digest {entry.digest:08x}", f"digest {digest:08x}"), False)
