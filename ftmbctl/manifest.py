@@ -15,6 +15,7 @@ from typing import Any
 from ftmbctl import __version__
 from ftmbctl.errors import DamagedRun
 from ftmbctl.hashing import file_sha256
+from ftmbctl.parallel import in_parallel
 from ftmbctl.snapshot import write_atomically
 
 FORMAT_VERSION = 1
@@ -50,11 +51,14 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
     sizes: dict[str, int] = {}
     if complete:
         files = {}
-        for path in run_files(run_dir):
+        paths = run_files(run_dir)
+        # hashlib and file reads release the GIL: the files are hashed side by side
+        digests = in_parallel(file_sha256, paths) if hash_files else [None] * len(paths)
+        for path, digest in zip(paths, digests):
             rel = path.relative_to(run_dir).as_posix()
             size = path.stat().st_size
             sizes[rel] = size
-            files[rel] = {"bytes": size, "sha256": file_sha256(path) if hash_files else None}
+            files[rel] = {"bytes": size, "sha256": digest}
         doc["files"] = files
         doc["stats"] = {
             "packets_in": result.packets_in,

@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 
 from ftmbctl import records as rec
+from ftmbctl.parallel import in_parallel
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, ChunkWriter
 
 TIMELINE_CHUNK = 256  # events per timeline chunk
@@ -208,9 +209,10 @@ class Storage:
             self._release()
             self._event(rec.EV_END, self.ol.released)
             self._flush_timeline()
-            for writer in (self.input, self.output, self.timeline, *self.queue_files):
-                if sync:
-                    writer.sync()
+            writers = [self.input, self.output, self.timeline, *self.queue_files]
+            if sync:
+                in_parallel(ChunkWriter.sync, writers)
+            for writer in writers:
                 writer.close()
 
     def close(self) -> None:
