@@ -434,7 +434,7 @@ class Recorder:
 
     def _flush_batch(self, raw: bytearray, pending: int, batch: list[list[Packet]]) -> None:
         if self.storage is not None:
-            self.storage.flush_input(bytes(raw), pending)
+            self.storage.flush_input(raw, pending)  # the caller starts a new buffer: no copy
         for q, items in enumerate(batch):
             if items:
                 self.sched.dispatch(q, items)

@@ -112,7 +112,7 @@ def pack_input(pid: int, ts_ns: int, linktype: int, orig_len: int, data: bytes) 
 def pack_output_fields(input_id: int, index: int, linktype: int, finish_ns: int, release_ns: int,
                        deps: tuple[int, ...], data: bytes) -> bytes:
     return (OUTPUT.pack(input_id, index, linktype, finish_ns, release_ns, len(deps))
-            + _deps_struct(len(deps)).pack(*deps) + OUTPUT_LEN.pack(len(data)) + data)
+            + deps_struct(len(deps)).pack(*deps) + OUTPUT_LEN.pack(len(data)) + data)
 
 
 def pack_output(rec: OutputRecord) -> bytes:
@@ -120,7 +120,7 @@ def pack_output(rec: OutputRecord) -> bytes:
 
 
 @functools.cache
-def _deps_struct(queues: int) -> struct.Struct:
+def deps_struct(queues: int) -> struct.Struct:
     return struct.Struct(f"<{queues}I")
 
 
@@ -177,7 +177,7 @@ def iter_outputs(raw: bytes) -> Iterator[OutputRecord]:
         pos += head
         if size - pos < 4 * queues + 4:
             _need(raw, pos, 4 * queues + 4, "output dependency vector")
-        deps = _deps_struct(queues).unpack_from(raw, pos)
+        deps = deps_struct(queues).unpack_from(raw, pos)
         pos += 4 * queues
         (caplen,) = OUTPUT_LEN.unpack_from(raw, pos)
         pos += 4

@@ -75,13 +75,18 @@ class OutputLogger:
         packed = bytearray()
         count = 0
         delays = self.delays_ns
+        pack_head, pack_len, deps_struct = rec.OUTPUT.pack, rec.OUTPUT_LEN.pack, rec.deps_struct
         for fifo in self.held:
             while fifo:
                 input_id, index, linktype, finish_ns, deps, data = fifo[0]
                 if input_id >= durable_inputs or not all(map(ge, stable, deps)):
                     break
                 fifo.popleft()
-                packed += rec.pack_output_fields(input_id, index, linktype, finish_ns, now_ns, deps, data)
+                # field by field into one buffer: the packet's bytes are copied once
+                packed += pack_head(input_id, index, linktype, finish_ns, now_ns, len(deps))
+                packed += deps_struct(len(deps)).pack(*deps)
+                packed += pack_len(len(data))
+                packed += data
                 delays.add(now_ns - finish_ns)
                 count += 1
                 self.released += 1
@@ -143,7 +148,7 @@ class Storage:
     # Compressing and writing a chunk happen outside the lock (only one thread ever writes a given
     # log: the master the input log, queue q's worker, or the master while q is drained, the PAL
     # log); the lock orders only what makes it count: stable[q], the event and the release.
-    def flush_input(self, raw: bytes, count: int) -> None:
+    def flush_input(self, raw: bytes | bytearray, count: int) -> None:
         self.input.append(raw, count)
         with self.lock:
             self._event(rec.EV_INPUT_FLUSH, count)
@@ -153,8 +158,8 @@ class Storage:
         log = self.logs[q]
         if not log.pending:
             return
-        raw, count = bytes(log.buf), log.pending
-        log.buf.clear()
+        raw, count = log.buf, log.pending
+        log.buf = bytearray()  # a fresh buffer rather than a copy of the old one
         log.pending = 0
         writer = self.queue_files[q]
         writer.append(raw, count)

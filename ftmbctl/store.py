@@ -44,7 +44,7 @@ def pack_file_header(kind: int, run_id: bytes, aux: int) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def pack_chunk(raw: bytes, first_seq: int, count: int) -> bytes:
+def pack_chunk(raw: bytes | bytearray, first_seq: int, count: int) -> bytes:
     """One chunk: header and lz4-compressed payload."""
     payload = lz4.block.compress(raw, store_size=False)
     head = CHUNK_HEADER.pack(len(payload), len(raw), first_seq, count, zlib.crc32(payload), 0)[:-4]
@@ -75,7 +75,7 @@ class ChunkWriter:
     def records(self) -> int:
         return self.extent[1]
 
-    def append(self, raw: bytes, count: int) -> None:
+    def append(self, raw: bytes | bytearray, count: int) -> None:
         length, records = self.extent
         chunk = pack_chunk(raw, records, count)
         self._file.write(chunk)
