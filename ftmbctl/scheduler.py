@@ -185,7 +185,26 @@ class ChaosScheduler:
     def _pick(self, me: int, include_me: bool) -> int:
         draw = self.rng.random  # random() is several times cheaper than randrange(), and as seeded
         self.now += 200 + int(draw() * 1800)
-        choices = [a for a in range(self.queues + 1) if (a == me and include_me) or (a != me and self._runnable(a))]
+        # _runnable inlined over the workers (this runs at every shared access), then io; the
+        # candidates stay in actor order, so the seeded choice is the same as through _runnable
+        choices = []
+        done, parked, inboxes, waiting, stopping = self.done, self.parked, self.inboxes, self.waiting, self.stopping
+        for actor in range(self.queues):
+            if actor == me:
+                if include_me:
+                    choices.append(actor)
+            elif done[actor]:
+                continue
+            elif parked[actor]:
+                if inboxes[actor] or stopping:
+                    choices.append(actor)
+            else:
+                condition = waiting[actor]
+                if condition is None or condition():
+                    choices.append(actor)
+        io = self.io
+        if (io == me and include_me) or (io != me and (self.io_wait is None or self.io_wait())):
+            choices.append(io)
         if not choices:
             raise RuntimeError("chaos scheduler: no actor can run (replay order cannot be satisfied)")
         return choices[int(draw() * len(choices))]
