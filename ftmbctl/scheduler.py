@@ -14,6 +14,7 @@ baton of per-actor locks makes the hand-over explicit: nothing runs concurrently
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -164,7 +165,7 @@ class ChaosScheduler:
         self.rng.seed(hash64(f"chaos:{self.seed}:{number}".encode()))
 
     def sched_point_for(self, q: int) -> Callable[[], None]:
-        return lambda: self.point(q)
+        return functools.partial(self.point, q)  # a C-level call: one less Python frame per access
 
     # ---- the baton ----
     # A worker is "parked" when it waits for work at the top of its loop (the state it starts in).
