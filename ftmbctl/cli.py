@@ -359,6 +359,76 @@ def recover(
         raise typer.Exit(1)
 
 
+@app.command()
+@handles_errors
+def bench(
+    ctx: typer.Context,
+    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Capture to measure on (default: the bundled one)."),
+    middlebox: str = typer.Option("nat", "--middlebox", "-m", help="Middlebox to measure."),
+    queues: int = typer.Option(4, "--queues", "-q", help="Number of queues."),
+    scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
+                                        help="Scheduler of the record runs behind record_overhead, "
+                                             "record_vs_parse, replay and the sweep (release_delay uses threads)."),
+    snapshot_every: int = typer.Option(1000, "--snapshot-every", help="Take a snapshot every N input packets."),
+    flush_every: int = typer.Option(32, "--flush-every", help="Flush a log after N records."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule."),
+    repeat: Optional[int] = typer.Option(None, "--repeat", help="Measured record pairs after a warm-up pair "
+                                                                "(default 7, 2 with --quick)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes: under a minute."),
+    only: Optional[str] = typer.Option(None, "--only", metavar="METRIC[,METRIC]", help="Measure only these metrics."),
+    pair_packets: Optional[int] = typer.Option(None, "--pair-packets", help="Short trace of recovery_scaling "
+                                                                            "(the long one is 10x)."),
+    rss_packets: Optional[str] = typer.Option(None, "--rss-packets", metavar="SMALL,LARGE",
+                                              help="peak_rss_ratio sizes (default 100000,1000000)."),
+    rss_sample: int = typer.Option(20, "--rss-sample", help="Random crash points of each peak_rss_ratio run."),
+    sweep_points: Optional[int] = typer.Option(None, "--sweep-points", help="Random crash points of sweep_rate."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON to this file."),
+) -> None:
+    """Measure what FTMB costs and how recovery scales, each metric beside its target.
+
+    record_overhead, record_vs_parse, release_delay, replay_vs_record, recovery_scaling, pal_bytes,
+    sweep_rate, peak_rss_ratio. A missed target is a number, not an error: exit 0 unless a
+    measurement could not be made. The same suite as `python benchmarks/run.py`.
+    """
+    import json
+    import shlex
+
+    from ftmbctl import render
+    from ftmbctl.bench import BenchConfig, run_benchmarks
+    from ftmbctl.errors import UsageError
+
+    sizes = None
+    if rss_packets is not None:
+        try:
+            small, large = (int(n) for n in rss_packets.split(","))
+        except ValueError:
+            raise UsageError(f"--rss-packets must be SMALL,LARGE packet counts, got {rss_packets!r}") from None
+        sizes = (small, large)
+    cfg = BenchConfig(trace=trace, middlebox=middlebox, queues=queues, scheduler=scheduler.value,
+                      snapshot_every=snapshot_every, flush_every=flush_every, seed=seed, repeat=repeat, quick=quick,
+                      only=[m.strip() for m in (only or "").split(",") if m.strip()], pair_packets=pair_packets,
+                      rss_packets=sizes, rss_sample=rss_sample, sweep_points=sweep_points)
+    with render.step_status("bench") as update:
+        result = run_benchmarks(cfg, update)
+    words = ["ftmbctl", "bench"]
+    for param in ctx.command.params:  # the command line as given, for the record
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name == "COMMANDLINE":
+            value = ctx.params[param.name]
+            words += [param.opts[0]] if value is True else [param.opts[0], str(getattr(value, "value", value))]
+    result["command"] = shlex.join(words)
+    if out is not None:
+        try:
+            out.write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            _fail(f"{out}: cannot write the JSON ({exc.strerror})", 2)
+    if json_out:
+        render.print_json(result)
+    else:
+        render.print_bench(result)
+
+
 def main() -> None:
     app(prog_name="ftmbctl")
 

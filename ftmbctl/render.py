@@ -234,3 +234,33 @@ def print_recovery(res: Any) -> None:
                                            f"replay {d['got']}" for d in res.divergences[:3]) or "none")
     table.add_row("inputs processed", f"{res.inputs_processed:,}")
     stdout.print(table)
+
+
+@contextmanager
+def step_status(label: str) -> Iterator[Callable[[str], None]]:
+    """Progress of work made of named steps, on stderr: one spinner line on a terminal, a line per
+    step otherwise (a log keeps them). Yields ``update(message)``."""
+    if not stderr.is_terminal:
+        yield lambda message: note(f"  {message}")
+        return
+    with stderr.status(label) as status:
+        yield lambda message: status.update(f"{label}: {message}")
+
+
+def print_bench(result: dict[str, Any]) -> None:
+    """The benchmark table: value, target and whether it is met, per metric (ftmbctl.bench)."""
+    from ftmbctl.bench import machine_line, table_rows
+
+    c = result["config"]
+    table = Table(title=f"ftmbctl bench: {c['middlebox']}, {c['queues']} queues, {c['scheduler']} scheduler, "
+                        f"{c['packets']:,} packets of {c['trace']}, snapshot every {c['snapshot_every']:,}"
+                        f"{', --quick' if c['quick'] else ''}", title_justify="left")
+    for col in ("metric", "value", "target", "met", "details"):
+        table.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
+    for name, value, target, met, details in table_rows(result):
+        style = {"met": "green", "not met": "bold red"}.get(met, "")
+        table.add_row(name, value, target, Text(met, style=style), details)
+    stdout.print(table)
+    say(f"machine: {machine_line(result['machine'])}")
+    say(f"command: {result['command']}")
+    say(f"took {result['seconds']:.1f} s")
