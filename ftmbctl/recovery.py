@@ -20,6 +20,8 @@ outside world: the packets that arrive again, and the failure-free run to compar
 from __future__ import annotations
 
 import shutil
+from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,7 +36,7 @@ from ftmbctl.record import RecordConfig, Recorder
 from ftmbctl.replay import ReplayContext, ReplayPlan
 from ftmbctl.rundir import RunDir, snapshot_number
 from ftmbctl.snapshot import Snapshot
-from ftmbctl.store import FILE_HEADER
+from ftmbctl.store import FILE_HEADER, iter_chunk_heads
 
 Arrivals = Callable[[int], Iterator[RawPacket]]  # inputs from a packet id on, as they arrive again
 
@@ -361,13 +363,25 @@ def _first_difference(a: bytes, b: bytes) -> int:
 
 
 def arrivals_from_log(run: RunDir) -> Arrivals:
-    """Inputs arriving again, taken from a complete run's input log (skips chunks by header)."""
+    """Inputs arriving again, taken from a complete run's input log.
+
+    The chunk holding ``start`` is found from chunk headers alone, and where each chunk starts is
+    remembered (two integers per chunk), so a sweep's recoveries do not each decompress the log
+    from its beginning: that made a crash late in a long trace cost time in proportion to it."""
+    offsets, firsts = array("Q", [FILE_HEADER.size]), array("Q", [0])  # chunk starts known so far
+
     def arrivals(start: int) -> Iterator[RawPacket]:
         log = run.log("input.log")
-        for chunk in log.chunks():
-            if chunk.first_seq + chunk.count <= start:
-                continue
-            for record in rec.iter_inputs(chunk.raw):
+        if start >= firsts[-1]:  # learn the chunks up to the one holding ``start``
+            for offset, first, count in iter_chunk_heads(log.path, log.data, offsets[-1], firsts[-1], log.size):
+                if offset != offsets[-1]:
+                    offsets.append(offset)
+                    firsts.append(first)
+                if first + count > start:
+                    break
+        i = bisect_right(firsts, start) - 1
+        for chunk in log.chunks(offsets[i], firsts[i]):
+            for record in log.decode(chunk, rec.iter_inputs):
                 if record.id >= start:
                     yield RawPacket(record.id, record.ts_ns, record.linktype, record.orig_len, record.data)
     return arrivals
