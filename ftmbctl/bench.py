@@ -383,12 +383,7 @@ def release_delay(b: Bench) -> dict[str, Any]:
     b.say("release_delay: threads record, replay mode")
     replay = release_delays(b, "ftmb")
     b.say("release_delay: threads record, no-replay mode")
-    try:
-        no_replay = release_delays(b, "no-replay")
-    except UsageError as exc:
-        if "unknown record mode" not in str(exc):
-            raise
-        return {**unavailable("x", target, f"record has no no-replay mode yet ({exc})"), "raw": {"replay": replay}}
+    no_replay = release_delays(b, "no-replay")
     value = ratio(no_replay["median_us"], replay["median_us"])
     detail = (f"median {no_replay['median_us']:,.0f} µs no-replay / {replay['median_us']:,.0f} µs replay; p99 "
               f"{no_replay['p99_us']:,.0f} / {replay['p99_us']:,.0f} µs (threads, snapshot every "

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftmbctl import bench, render
+from ftmbctl import render
 from ftmbctl.bench import (METRICS, BenchConfig, format_met, format_table, format_value, median, percentile,
                            run_benchmarks, spread)
 from ftmbctl.cli import app
-from ftmbctl.errors import UsageError
 from ftmbctl.record import RecordConfig, record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,21 +186,6 @@ def test_cli_bench_errors_are_one_sentence(args: list[str], code: int, words: st
 
 
 # ---------------------------------------------------------------- unavailable metrics
-
-def test_release_delay_without_no_replay_mode_is_unavailable(tiny_trace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = bench.timed_record
-
-    def no_such_mode(cfg: RecordConfig) -> float:
-        if cfg.mode == "no-replay":
-            raise UsageError(f"unknown record mode {cfg.mode!r}")
-        return real(cfg)
-
-    monkeypatch.setattr(bench, "timed_record", no_such_mode)
-    doc = run_benchmarks(BenchConfig(trace=tiny_trace, snapshot_every=SNAP, only=["release_delay"]))
-    m = doc["metrics"]["release_delay"]
-    assert m["value"] is None and m["met"] is None and "unknown record mode" in m["unavailable"]
-    assert m["raw"]["replay"]["outputs"] > 0  # the replay half is still measured and reported
-
 
 def test_peak_rss_without_the_memory_module_is_unavailable(tiny_trace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ftmbctl.bench_memory", None)  # makes the import fail
