@@ -337,7 +337,9 @@ def recover(
 
     Restores the latest intact snapshot of IMAGE, replays the causal cut in its recorded order,
     then processes the inputs that were not durable from the trace. Exits 1 if the replay
-    diverged from its log or an output released before the crash came out different.
+    diverged from its log or an output released before the crash came out different. An image
+    of a --mode no-replay run is restored only: the inputs after its snapshot are lost, and it
+    exits 1 if an output released before the crash is not covered by that snapshot.
     """
     from ftmbctl import render
     from ftmbctl.errors import BadInput
@@ -355,7 +357,7 @@ def recover(
         _fail(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to replace it", 2)
     res = do_recover(image_dir, arrivals_from_trace(source), out)
     render.print_recovery(res)
-    if res.divergences or res.output_mismatches or res.missing_outputs:
+    if res.divergences or res.output_mismatches or res.missing_outputs or res.uncovered_outputs:
         raise typer.Exit(1)
 
 

@@ -220,8 +220,12 @@ def print_recovery(res: Any) -> None:
                   else "none (initial state)")
     for warning in res.warnings:
         table.add_row("warning", warning)
-    table.add_row("durable inputs", f"{res.durable_inputs:,}")
     torn = {k: v for k, v in res.torn_bytes.items() if v}
+    if res.mode == "no-replay":
+        _no_replay_rows(table, res, torn)
+        stdout.print(table)
+        return
+    table.add_row("durable inputs", f"{res.durable_inputs:,}")
     table.add_row("torn tails dropped", ", ".join(f"{k}: {v} B" for k, v in torn.items()) or "none")
     table.add_row("logged records per queue", str(res.logged))
     table.add_row("causal cut per queue", f"{res.cut} ({res.cut_rounds} fixpoint rounds)")
@@ -234,6 +238,19 @@ def print_recovery(res: Any) -> None:
                                            f"replay {d['got']}" for d in res.divergences[:3]) or "none")
     table.add_row("inputs processed", f"{res.inputs_processed:,}")
     stdout.print(table)
+
+
+def _no_replay_rows(table: Table, res: Any, torn: dict[str, int]) -> None:
+    """A No-Replay recovery replays nothing: what it lost and whether its promises held."""
+    table.add_row("mode", "no-replay: restore only, nothing replayed")
+    table.add_row("inputs arrived before the crash", f"{res.durable_inputs:,}")
+    table.add_row("inputs lost (after the snapshot)", f"{res.lost_inputs:,}")
+    table.add_row("torn tails dropped", ", ".join(f"{k}: {v} B" for k, v in torn.items()) or "none")
+    uncovered = res.uncovered_outputs
+    table.add_row("released before the crash", f"{res.released_before:,} after the snapshot, "
+                  + (f"{len(uncovered):,} of them not covered by it (first {tuple(uncovered[0])})" if uncovered
+                     else "all covered by it"))
+    table.add_row("inputs processed", f"{res.inputs_processed:,}")
 
 
 @contextmanager

@@ -178,3 +178,17 @@ def test_a_misplaced_last_snapshot_is_still_damage(recorded, tmp_path: Path) -> 
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DamagedRun, match="snapshot 3 is at packet 110"):
         RunDir(copy).check_middlebox()
+
+
+def test_recover_command_reports_what_was_lost(recorded, read_run, tmp_path: Path) -> None:
+    path = recorded("nat", 2)
+    run = RunDir(path)
+    events = read_run(path).events
+    index = next(i for i, e in enumerate(events) if e.snapshot == 1 and e.input_records > 60)
+    image = write_image(run, CrashPoint(index), image_spec(run, events, CrashPoint(index)), tmp_path / "image")
+    result = CliRunner().invoke(app, ["recover", str(image), "--out", str(tmp_path / "recovered")], env=ENV)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "no-replay" in flat
+    assert f"inputs lost (after the snapshot) │ {events[index].input_records - 40}" in flat
+    assert "all covered by it" in flat
