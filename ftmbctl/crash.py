@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ftmbctl import records as rec
 from ftmbctl.errors import UsageError
 from ftmbctl.manifest import MANIFEST
-from ftmbctl.rundir import RunDir, snapshot_number
+from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir, snapshot_number
 from ftmbctl.snapshot import snapshot_name
 from ftmbctl.store import FILE_HEADER
 
@@ -59,7 +60,7 @@ def _log_lengths(run: RunDir, event: rec.Event) -> dict[str, int]:
     return lengths
 
 
-def image_spec(run: RunDir, events: list[rec.Event], point: CrashPoint) -> ImageSpec:
+def image_spec(run: RunDir, events: Sequence[rec.Event], point: CrashPoint) -> ImageSpec:
     if not 0 <= point.event < len(events):
         raise UsageError(f"crash point {point.event} is out of range: this run has events 0..{len(events) - 1}")
     event = events[point.event]
@@ -80,7 +81,7 @@ def image_spec(run: RunDir, events: list[rec.Event], point: CrashPoint) -> Image
     raise UsageError(f"crash point {point.event}: the next event ({following.name}) writes nothing to tear")
 
 
-def can_tear(events: list[rec.Event], index: int) -> bool:
+def can_tear(events: Sequence[rec.Event], index: int) -> bool:
     if index + 1 >= len(events):
         return False
     nxt, cur = events[index + 1], events[index]
@@ -89,10 +90,10 @@ def can_tear(events: list[rec.Event], index: int) -> bool:
 
 
 def image_view(run: RunDir, spec: ImageSpec) -> RunDir:
-    """The crash image as a read-only view of the run directory (no bytes copied; snapshots are
-    decoded once for all the views of one run)."""
+    """The crash image as a read-only view of the run directory (no bytes copied; the views of
+    one run share its last decoded snapshots: neighbouring crash points restore the same one)."""
     if run.snapshot_cache is None:
-        run.snapshot_cache = {}
+        run.snapshot_cache = BoundedCache(SNAPSHOT_CACHE)
     return RunDir(run.path, limits=spec.limits, max_snapshot=spec.max_snapshot, snapshot_cache=run.snapshot_cache)
 
 
@@ -122,7 +123,7 @@ def write_image(run: RunDir, point: CrashPoint, spec: ImageSpec, dest: Path) -> 
     return dest
 
 
-def select_points(events: list[rec.Event], at: list[int], every: int | None, sample: int | None, seed: int,
+def select_points(events: Sequence[rec.Event], at: list[int], every: int | None, sample: int | None, seed: int,
                   everything: bool, torn: bool) -> list[CrashPoint]:
     """The crash points a sweep visits, sorted and without duplicates."""
     count = len(events)
@@ -147,7 +148,7 @@ def select_points(events: list[rec.Event], at: list[int], every: int | None, sam
     return sorted(points)
 
 
-def chain_points(events: list[rec.Event]) -> list[CrashPoint]:
+def chain_points(events: Sequence[rec.Event]) -> list[CrashPoint]:
     """Crash points that check the snapshot chain: just before each snapshot is begun (every log
     flushed, so replay from the previous snapshot covers everything) and after the last event."""
     points = [CrashPoint(i) for i, ev in enumerate(events) if ev.kind == rec.EV_SNAPSHOT_BEGIN]

@@ -20,8 +20,6 @@ outside world: the packets that arrive again, and the failure-free run to compar
 from __future__ import annotations
 
 import shutil
-from array import array
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,7 +34,7 @@ from ftmbctl.record import RecordConfig, Recorder
 from ftmbctl.replay import ReplayContext, ReplayPlan
 from ftmbctl.rundir import RunDir, snapshot_number
 from ftmbctl.snapshot import Snapshot
-from ftmbctl.store import FILE_HEADER, iter_chunk_heads
+from ftmbctl.store import FILE_HEADER
 
 Arrivals = Callable[[int], Iterator[RawPacket]]  # inputs from a packet id on, as they arrive again
 
@@ -365,22 +363,12 @@ def _first_difference(a: bytes, b: bytes) -> int:
 def arrivals_from_log(run: RunDir) -> Arrivals:
     """Inputs arriving again, taken from a complete run's input log.
 
-    The chunk holding ``start`` is found from chunk headers alone, and where each chunk starts is
-    remembered (two integers per chunk), so a sweep's recoveries do not each decompress the log
-    from its beginning: that made a crash late in a long trace cost time in proportion to it."""
-    offsets, firsts = array("Q", [FILE_HEADER.size]), array("Q", [0])  # chunk starts known so far
-
+    Reading starts at the chunk holding the first input: the run's chunk index (built once per
+    run from chunk headers) finds it, so a crash late in a long trace neither decompresses nor
+    maps the log before it."""
     def arrivals(start: int) -> Iterator[RawPacket]:
         log = run.log("input.log")
-        if start >= firsts[-1]:  # learn the chunks up to the one holding ``start``
-            for offset, first, count in iter_chunk_heads(log.path, log.data, offsets[-1], firsts[-1], log.size):
-                if offset != offsets[-1]:
-                    offsets.append(offset)
-                    firsts.append(first)
-                if first + count > start:
-                    break
-        i = bisect_right(firsts, start) - 1
-        for chunk in log.chunks(offsets[i], firsts[i]):
+        for chunk in log.chunks(*run.chunk_index("input.log").locate(start)):
             for record in log.decode(chunk, rec.iter_inputs):
                 if record.id >= start:
                     yield RawPacket(record.id, record.ts_ns, record.linktype, record.orig_len, record.data)

@@ -6,20 +6,31 @@ from __future__ import annotations
 import copy
 import mmap
 import stat
+from array import array
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar, overload
 
 from ftmbctl import records as rec
 from ftmbctl.errors import DamagedRun, FtmbError
 from ftmbctl.hashing import file_sha256
 from ftmbctl.manifest import read_manifest, snapshot_misplaced
 from ftmbctl.snapshot import Snapshot, read_snapshot
-from ftmbctl.store import (FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk, LogScan,
-                           iter_chunks, read_file_header)
+from ftmbctl.store import (CHUNK_HEADER, FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk,
+                           LogScan, iter_chunk_heads, iter_chunks, read_file_header)
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 LOG_KINDS = {"input.log": KIND_INPUT, "output.log": KIND_OUTPUT, "timeline.log": KIND_TIMELINE}
+# A read fault maps the pages around the one read too (the kernel's fault-around, 64 KiB by
+# default), so handing back just the pages of a chunk would leave its neighbours mapped.
+RELEASE_MARGIN = 1 << 20
+SNAPSHOT_CACHE = 4  # decoded snapshots kept per run: a sweep visits crash points in timeline order
+EVENT_CHUNK_CACHE = 4  # decoded timeline chunks kept by an EventIndex
 
 
 def log_kind(name: str) -> int | None:
@@ -41,7 +52,38 @@ class LogFile:
     scan: LogScan
 
     def chunks(self, start: int = FILE_HEADER.size, first_seq: int = 0) -> Iterator[Chunk]:
-        return iter_chunks(self.path, self.data, self.scan, start, first_seq, self.size)
+        """The chunks from ``start`` on. The pages of a chunk are handed back once the caller has
+        it (decompressed, it no longer needs them): a mapped page that was read counts in the
+        process's resident memory until then, so reading a log through would otherwise make
+        memory grow with the log, and a reader left unfinished would hold what it read."""
+        done = start
+        try:
+            for chunk in iter_chunks(self.path, self.data, self.scan, start, first_seq, self.size):
+                yield chunk
+                done = chunk.offset + chunk.stored
+                self._release(chunk.offset - RELEASE_MARGIN, done)
+        finally:
+            self._release(start, max(done, self.scan.end))
+
+    def chunk_at(self, offset: int, first_seq: int) -> Chunk:
+        """The one chunk at ``offset``, known to hold records from ``first_seq`` (an index found
+        it before), read without touching this log's scan."""
+        found = iter_chunks(self.path, self.data, LogScan(self.scan.header), offset, first_seq, self.size)
+        chunk = next(found, None)
+        if chunk is None:
+            raise DamagedRun(f"{self.path}: no whole chunk at byte {offset} any more")
+        self._release(offset - RELEASE_MARGIN, offset + chunk.stored + RELEASE_MARGIN)
+        return chunk
+
+    def _release(self, start: int, end: int) -> None:
+        """Drop the mapping's pages between ``start`` and ``end`` from this process (the file's
+        bytes stay in the page cache: reading them again costs no disk access)."""
+        if not isinstance(self.data, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        first = max(0, start - start % mmap.PAGESIZE)
+        end = min(end, len(self.data))
+        if end > first:
+            self.data.madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def records(self, decode: Callable[[bytes], Iterator[T]], start: int = FILE_HEADER.size,
                 first_seq: int = 0) -> Iterator[T]:
@@ -81,6 +123,123 @@ def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, l
     size = len(data) if limit is None else min(limit, len(data))  # no copy: chunks stop at ``size``
     header = read_file_header(path, data[:min(size, FILE_HEADER.size)], kind, run_id)
     return LogFile(path, data, size, header.kind, LogScan(header))
+
+
+class BoundedCache(OrderedDict[K, V]):
+    """A dict that keeps only its ``size`` most recently used entries: decoded snapshots are
+    reused by neighbouring crash points, and a cache that kept all of them would grow with the
+    trace."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get(self, key: K, default: Any = None) -> Any:
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        if key in self:
+            return self.get(key)
+        self[key] = default
+        return default
+
+
+class ChunkIndex:
+    """Where each chunk of a log starts and the number of its first record: a reader can then
+    start at the chunk holding the record it wants instead of decoding every chunk before it,
+    and the index holds two integers per chunk, not the records.
+
+    Made from the chunk headers alone (checked as every reader checks them; whoever reads a chunk
+    later checks its payload), or, with ``decode``, from a pass that checks every chunk and
+    record as reading them all would, so that damage is reported here and not mid-way."""
+
+    def __init__(self, log: LogFile, decode: Callable[[bytes], Iterator[Any]] | None = None) -> None:
+        self.log = log
+        self.offsets = array("Q")  # byte offset of each chunk that holds records
+        self.firsts = array("Q")  # number of its first record
+        self.records = 0
+        for offset, first, count in self._heads() if decode is None else self._checked(decode):
+            if count:
+                self.offsets.append(offset)
+                self.firsts.append(first)
+            self.records = first + count
+
+    def _heads(self) -> Iterator[tuple[int, int, int]]:
+        log = self.log
+        for offset, first, count in iter_chunk_heads(log.path, log.data, FILE_HEADER.size, 0, log.size):
+            yield offset, first, count
+            log._release(offset - RELEASE_MARGIN, offset + CHUNK_HEADER.size)  # see LogFile.chunks
+
+    def _checked(self, decode: Callable[[bytes], Iterator[Any]]) -> Iterator[tuple[int, int, int]]:
+        for chunk in self.log.chunks():
+            self.log.decode(chunk, decode)
+            yield chunk.offset, chunk.first_seq, chunk.count
+
+    def chunk_of(self, record: int) -> int:
+        """The position in ``offsets`` of the chunk holding ``record`` (0 <= record < records)."""
+        return bisect_right(self.firsts, record) - 1
+
+    def locate(self, record: int) -> tuple[int, int]:
+        """(offset, first record) to pass to ``LogFile.chunks`` so that the first chunk it gives
+        holds ``record`` (or, past the last record, is the last chunk)."""
+        if not self.offsets:
+            return FILE_HEADER.size, 0
+        number = max(self.chunk_of(min(record, self.records - 1)), 0)
+        return self.offsets[number], self.firsts[number]
+
+
+class EventIndex(Sequence[rec.Event]):
+    """The timeline's events by position, like the list of them, holding only where each chunk
+    starts: the timeline grows with the trace, so a sweep must not keep it decoded.
+
+    Building it reads the whole timeline once and checks every chunk and record, so a damaged
+    timeline fails here, with the same error as reading it all; an event is then decoded from its
+    chunk on demand (the few chunks used last are kept, as crash points come in timeline order).
+    """
+
+    def __init__(self, log: LogFile) -> None:
+        self.log = log
+        self.chunks = ChunkIndex(log, rec.iter_events)
+        self._cache: BoundedCache[int, list[rec.Event]] = BoundedCache(EVENT_CHUNK_CACHE)
+
+    def __len__(self) -> int:
+        return self.chunks.records
+
+    @overload
+    def __getitem__(self, index: int) -> rec.Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[rec.Event]: ...
+
+    def __getitem__(self, index: int | slice) -> rec.Event | list[rec.Event]:
+        count = self.chunks.records
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(count))]
+        position = index + count if index < 0 else index
+        if not 0 <= position < count:
+            raise IndexError("timeline event index out of range")
+        number = self.chunks.chunk_of(position)
+        events = self._cache.get(number)
+        if events is None:
+            events = self._cache.setdefault(number, self._chunk_events(number))
+        return events[position - self.chunks.firsts[number]]
+
+    def __iter__(self) -> Iterator[rec.Event]:
+        for number in range(len(self.chunks.offsets)):
+            yield from self._chunk_events(number)
+
+    def _chunk_events(self, number: int) -> list[rec.Event]:
+        chunk = self.log.chunk_at(self.chunks.offsets[number], self.chunks.firsts[number])
+        return self.log.decode(chunk, rec.iter_events)
 
 
 def safe_join(root: Path, rel: str) -> Path:
@@ -144,6 +303,7 @@ class RunDir:
         self.limits = limits or {}
         self.max_snapshot = max_snapshot
         self.snapshot_cache = snapshot_cache
+        self._chunk_indexes: dict[str, ChunkIndex] = {}
         self.manifest = read_manifest(self.path)
         try:
             self.run_id = bytes.fromhex(self.manifest["run_id"])
@@ -169,8 +329,17 @@ class RunDir:
     def queue_log_names(self) -> list[str]:
         return [f"pal-{q}.log" for q in range(self.queues)]
 
-    def events(self) -> list[rec.Event]:
-        return list(self.log("timeline.log").records(rec.iter_events))
+    def events(self) -> EventIndex:
+        """The timeline's events, indexed without holding them all (see EventIndex)."""
+        return EventIndex(self.log("timeline.log"))
+
+    def chunk_index(self, name: str) -> ChunkIndex:
+        """The chunk index of a log (from its chunk headers), made on first use and kept: every
+        crash point of a sweep starts reading the failure-free run's input log in its middle."""
+        index = self._chunk_indexes.get(name)
+        if index is None:
+            index = self._chunk_indexes[name] = ChunkIndex(self.log(name))
+        return index
 
     def outputs(self, limit: int | None = None) -> Iterator[rec.OutputRecord]:
         return self.log("output.log", limit).records(rec.iter_outputs)

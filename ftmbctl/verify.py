@@ -33,7 +33,7 @@ from ftmbctl import records as rec
 from ftmbctl.crash import CLEAN, CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import DamagedRun, FtmbError
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
-from ftmbctl.rundir import RunDir
+from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
 from ftmbctl.store import FILE_HEADER
 
 RESULTS = Path("crash") / "results.json"
@@ -66,10 +66,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(run_path: str, keep: str | None, scratch: str) -> None:
+    """Per process: the run, its timeline index, and caches that keep only the failure-free
+    snapshots the last crash points used (points come in timeline order)."""
     run = RunDir(Path(run_path))
     _WORKER.update(run=run, events=run.events(), orders={}, keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
-                   threads=run.manifest.get("scheduler") == "threads", states={})
+                   threads=run.manifest.get("scheduler") == "threads", states=BoundedCache(SNAPSHOT_CACHE))
 
 
 def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
             shutil.rmtree(out)
         recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run,
                                  reference_order=lambda number: _reference_order(run, number, w["orders"]))
-        recovery.reference_states = w["states"]  # failure-free snapshots, decoded once per process
+        recovery.reference_states = w["states"]  # failure-free snapshots: the last few decoded, kept per process
         recovery.scratch = w["keep"] is None
         res = recovery.recover()
         violations, allowed = check_point(res, out, w["names"], chain, w["threads"])
