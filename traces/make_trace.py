@@ -45,6 +45,7 @@ class Host:
     ttl: int = 64
     next_port: int = 0
     port_free_at: dict = field(default_factory=dict)  # client port -> µs its last flow ended
+    reusable: dict = field(default_factory=dict)  # --reuse-ports: protocol -> {port or echo id: µs free at}
 
 
 @dataclass
@@ -115,8 +116,13 @@ class TcpConn:
 class TraceBuilder:
     """The hosts of both networks plus one builder per kind of conversation."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, reuse_ports=False):
         self.rng = r = random.Random(seed)
+        # Conversations overlap only a few at a time, but a new source port (or echo id) for each
+        # one makes the endpoints a NAT maps grow with the trace. Reusing them keeps that number
+        # at the most a host ever has open at once. Off, every trace keeps the bytes it had before.
+        self.reuse_ports = reuse_ports
+        self.filling = False  # conversations slotted in at earlier times take never-used values
         self.gateways = [self.host(ip, 0, 300) for ip in ("10.0.0.1", "192.168.1.1")]
         self.inside = ([self.host(f"10.0.0.{10 + i}", 0, r.randint(150, 900)) for i in range(24)] +
                        [self.host(f"192.168.1.{100 + i}", 0, r.randint(300, 2500), r.choice([64, 128]))
@@ -141,6 +147,24 @@ class TraceBuilder:
         return self.host(ip, 1, rtt or r.randint(4000, 140000), r.choice([47, 50, 52, 55, 57, 113, 116, 242]))
 
     # -- helpers -------------------------------------------------------------------------
+    def reused(self, host, proto, t, new):
+        """With --reuse-ports: of the host's values for proto, the one freed last before t (the
+        most recently used, so a NAT's mapping of it is still alive), or a new one (from ``new``)
+        when all are busy at t. None without the option, or while filling (the caller then
+        picks as it always did)."""
+        if not self.reuse_ports or self.filling:
+            return None
+        values = host.reusable.setdefault(proto, {})
+        idle = [(end, v) for v, end in values.items() if end < t]
+        value = max(idle)[1] if idle else new()
+        values[value] = float("inf")  # busy until ``free`` says when its conversation ended
+        return value
+
+    def free(self, host, proto, value, t):
+        values = host.reusable.get(proto)
+        if values is not None and value in values:
+            values[value] = t
+
     def unique(self, host, proto, pick):
         while True:
             v = pick()
@@ -158,6 +182,13 @@ class TraceBuilder:
             host.next_port = 32768 + (host.next_port - 32768 + self.rng.randint(1, 5)) % 28232
             end = host.port_free_at.get(host.next_port)
             if end is None or (end < t and not fresh):
+                return host.next_port
+
+    def new_port(self, host):
+        """A client port never used before, for --reuse-ports."""
+        while True:
+            host.next_port = 32768 + (host.next_port - 32768 + self.rng.randint(1, 5)) % 28232
+            if host.next_port not in host.port_free_at and host.next_port not in host.reusable.get(6, ()):
                 return host.next_port
 
     def think(self):
@@ -203,7 +234,9 @@ class TraceBuilder:
     def tcp_session(self, flow, cli, srv, sport, name="", fresh=False, refused=False, max_big=5):
         """Handshake, 1-5 request/response exchanges, FIN or RST close; or SYN -> RST if refused."""
         r = self.rng
-        cport = self.client_port(cli, flow.t, fresh)
+        cport = None if fresh else self.reused(cli, 6, flow.t, lambda: self.new_port(cli))
+        if cport is None:
+            cport = self.client_port(cli, flow.t, fresh)
         c = TcpConn(r, flow, cli, cport, srv, sport)
         syn_opts = struct.pack("!BBH", 2, 4, c.mss) + b"\x01\x03\x03\x07\x04\x02\x01\x01"  # MSS WS SACK-OK
         c.send(True, TH_SYN, opts=syn_opts, gap=r.randint(1, 3000))
@@ -230,6 +263,7 @@ class TraceBuilder:
                 c.send(not closer, TH_FIN | TH_ACK, gap=c.delay(not closer))
                 c.send(closer, TH_ACK, gap=c.delay(closer))
         cli.port_free_at[cport] = flow.t
+        self.free(cli, 6, cport, flow.t)
 
     def dns_lookup(self, flow, cli, name, gap, answer=True):
         """A (AAAA over IPv6) query; answered with the name's server, NXDOMAIN, or not at all."""
@@ -237,10 +271,14 @@ class TraceBuilder:
         resolver = self.outside6[2] if ":" in cli.ip else r.choice(self.resolvers)
         qtype = dpkt.dns.DNS_AAAA if ":" in cli.ip else dpkt.dns.DNS_A
         q = dpkt.dns.DNS(id=r.getrandbits(16), rd=1, qd=[dpkt.dns.DNS.Q(name=name, type=qtype)])
-        sport = self.unique(cli, 17, lambda: r.randint(1024, 65535))
+        pick = lambda: self.unique(cli, 17, lambda: r.randint(1024, 65535))  # noqa: E731
+        sport = self.reused(cli, 17, flow.t + max(1, int(gap)), pick)
+        if sport is None:
+            sport = pick()
         udp = dpkt.udp.UDP(sport=sport, dport=53, ulen=8 + len(bytes(q)), data=bytes(q))
         flow.add(gap, ip_frame(cli, resolver, 17, udp, r.getrandbits(16)))
         if not answer:
+            self.free(cli, 17, sport, flow.t)
             return
         a = dpkt.dns.DNS(id=q.id, qr=dpkt.dns.DNS_R, rd=1, ra=1, qd=q.qd)
         server = self.servers.get(name)
@@ -255,11 +293,15 @@ class TraceBuilder:
                                     rdata=socket.inet_aton(server.ip))]
         udp = dpkt.udp.UDP(sport=53, dport=sport, ulen=8 + len(bytes(a)), data=bytes(a))
         flow.add(resolver.rtt + r.randint(50, 20000), ip_frame(resolver, cli, 17, udp, r.getrandbits(16)))
+        self.free(cli, 17, sport, flow.t)
 
     def ping_session(self, flow, src, dst, count, loss):
         """count echo requests one second apart, same id, seq 1..count; each lost with p=loss."""
         r = self.rng
-        ident = self.unique(src, 1, lambda: r.getrandbits(16))
+        pick = lambda: self.unique(src, 1, lambda: r.getrandbits(16))  # noqa: E731
+        ident = self.reused(src, 1, flow.t + 1, pick)
+        if ident is None:
+            ident = pick()
         gap = r.randint(1, 3000)
         for seq in range(1, count + 1):
             t = START_US + flow.t + gap
@@ -272,6 +314,7 @@ class TraceBuilder:
                 reply = dpkt.icmp.ICMP.Echo(id=ident, seq=seq, data=echo.data)
                 flow.add(rtt, ip_frame(dst, src, 1, dpkt.icmp.ICMP(type=0, data=reply), r.getrandbits(16)))
                 gap -= rtt
+        self.free(src, 1, ident, flow.t)
 
     def arp_exchange(self, flow, asker, target, gap):
         def arp(op, src, dst, dst_mac):
@@ -350,6 +393,7 @@ class TraceBuilder:
         while total > packets:  # drop whole conversations, newest first ...
             total -= len(flows.pop().pkts)
         end = max((f.t for f in flows), default=0)
+        self.filling = True
         while total < packets:  # ... and fill the gap with small complete ones
             for _ in range(40):
                 f = self.random_flow(self.rng.randint(0, end), fresh=True)
@@ -392,10 +436,15 @@ def main(argv=None):
                    help="exact number of packets (frames) to write (default 3000)")
     p.add_argument("--out", default="traces/mixed.pcap",
                    help="output pcap path, overwritten (default traces/mixed.pcap)")
+    p.add_argument("--reuse-ports", action="store_true",
+                   help="a host starts a conversation from the source port (or ICMP echo id) it freed last, "
+                        "taking a new one only when all of its own are busy, so the endpoints a NAT maps stay "
+                        "as few on a long trace as on a short one (default: a new one per conversation, as "
+                        "in the bundled traces)")
     args = p.parse_args(argv)
     if args.packets < 1:
         p.error("--packets must be at least 1")
-    packets = TraceBuilder(args.seed).build(args.packets)
+    packets = TraceBuilder(args.seed, args.reuse_ports).build(args.packets)
     write_pcap(args.out, packets)
     counts = Counter(protocol_of(f) for _, f in packets)
     by_proto = " ".join(f"{k}={counts[k]}" for k in ("tcp", "udp", "icmp", "ipv6", "arp"))
