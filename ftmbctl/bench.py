@@ -11,7 +11,6 @@ benchmarks/run.py and ``ftmbctl bench`` are the callers; nothing here knows abou
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import platform
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
+from ftmbctl.bench_memory import measure_peak_rss
 from ftmbctl.crash import CrashPoint, image_spec, image_view
 from ftmbctl.errors import FtmbError, UsageError
 from ftmbctl.pcapio import read_trace_info
@@ -479,16 +479,10 @@ def sweep_rate(b: Bench) -> dict[str, Any]:
 
 def peak_rss_ratio(b: Bench) -> dict[str, Any]:
     target = f"<= 1.3 and < {RSS_LIMIT_MB} MB"
-    try:
-        bench_memory = importlib.import_module("ftmbctl.bench_memory")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ftmbctl.bench_memory":
-            raise
-        return unavailable("x", target, "ftmbctl.bench_memory (measure_peak_rss) is not in this version yet")
     small_n, large_n = b.cfg.rss_packets
     peaks = {}
     for n in (small_n, large_n):
-        peaks[n] = bench_memory.measure_peak_rss(n, b.tmp / f"rss-{n}", middlebox=b.cfg.middlebox,
+        peaks[n] = measure_peak_rss(n, b.tmp / f"rss-{n}", middlebox=b.cfg.middlebox,
                                                  queues=b.cfg.queues, seed=b.cfg.seed, sample=b.cfg.rss_sample,
                                                  jobs=1, progress=lambda message: b.say(f"peak_rss_ratio: {message}"))
     small, large = peaks[small_n]["peak_mb"], peaks[large_n]["peak_mb"]

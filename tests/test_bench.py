@@ -187,14 +187,6 @@ def test_cli_bench_errors_are_one_sentence(args: list[str], code: int, words: st
 
 # ---------------------------------------------------------------- unavailable metrics
 
-def test_peak_rss_without_the_memory_module_is_unavailable(tiny_trace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ftmbctl.bench_memory", None)  # makes the import fail
-    doc = run_benchmarks(BenchConfig(trace=tiny_trace, only=["peak_rss_ratio"]))
-    m = doc["metrics"]["peak_rss_ratio"]
-    assert m["value"] is None and "bench_memory" in m["unavailable"]
-    assert "unavailable" in format_table(doc) and "bench_memory" in format_table(doc)
-
-
 # ---------------------------------------------------------------- pure helpers
 
 def test_median_and_nearest_rank_percentile() -> None:
