@@ -22,9 +22,8 @@ from ftmbctl.errors import DamagedRun
 from ftmbctl.middlebox import build_middlebox
 from ftmbctl.pcapio import RawPacket
 from ftmbctl.record import RecordConfig, Recorder
-from ftmbctl.recovery import Arrivals, RecoveryResult, latest_snapshot
+from ftmbctl.recovery import Arrivals, RecoveryResult, restore_latest
 from ftmbctl.rundir import RunDir
-from ftmbctl.store import FILE_HEADER
 
 
 class NoReplayRecovery(Recorder):
@@ -53,25 +52,8 @@ class NoReplayRecovery(Recorder):
 
     def _restore(self) -> None:
         image, res = self.image, self.res
-        snap = latest_snapshot(image, res.warnings)
-        input_at, output_at = (FILE_HEADER.size, 0), (FILE_HEADER.size, 0)
-        if snap is not None:
-            state = snap.state
-            try:
-                self.shared.load(state["shared"])
-                if len(state["local"]) != image.queues:
-                    raise ValueError(f"{len(state['local'])} queue-local states for {image.queues} queues")
-                self.local[:] = state["local"]
-                input_at = (state["input_bytes"], state["input_records"])
-                output_at = (state["outputs_bytes"], state["outputs_released"])
-            except (KeyError, ValueError, TypeError) as exc:
-                raise DamagedRun(f"{image.path}: snapshot {snap.number} does not fit this middlebox ({exc})") from None
-            res.snapshot, res.boundary = snap.number, snap.boundary
-        for name, (offset, _records) in (("input.log", input_at), ("output.log", output_at)):
-            size = image.log(name).size
-            if size < offset:
-                raise DamagedRun(f"{image.path / name}: {size} bytes, but snapshot {res.snapshot} was taken when it "
-                                 f"held {offset}: the log is cut short or the snapshot is not of this image")
+        at = restore_latest(self, image, res)
+        input_at, output_at = at["input.log"], at["output.log"]
         arrived = self._arrived(*input_at)
         res.durable_inputs = arrived
         res.lost_inputs = arrived - res.boundary

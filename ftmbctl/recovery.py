@@ -92,6 +92,39 @@ def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
     return None
 
 
+def restore_latest(engine: Recorder, image: RunDir, res: RecoveryResult) -> dict[str, tuple[int, int]]:
+    """Load the image's latest intact snapshot into ``engine`` (shared and queue-local state) and
+    note it in ``res``; return where each log stood when it was taken, name -> (bytes, records)
+    (the logs' starts when there is none: the initial state).
+
+    A snapshot is taken after its logs were flushed, so a log of the image shorter than the
+    snapshot says is damage (or the snapshot belongs to a later moment than the logs)."""
+    queues = image.queues
+    names = ["input.log", "output.log", *(f"pal-{q}.log" for q in range(queues))]
+    at = {name: (FILE_HEADER.size, 0) for name in names}
+    snap = latest_snapshot(image, res.warnings)
+    if snap is not None:
+        state = snap.state
+        try:
+            engine.shared.load(state["shared"])
+            if len(state["local"]) != queues:
+                raise ValueError(f"{len(state['local'])} queue-local states for {queues} queues")
+            engine.local[:] = state["local"]
+            at["input.log"] = (state["input_bytes"], state["input_records"])
+            at["output.log"] = (state["outputs_bytes"], state["outputs_released"])
+            for q in range(queues):
+                at[f"pal-{q}.log"] = (state["queue_bytes"][q], state["queue_records"][q])
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise DamagedRun(f"{image.path}: snapshot {snap.number} does not fit this middlebox ({exc})") from None
+        res.snapshot, res.boundary = snap.number, snap.boundary
+    for name, (offset, _records) in at.items():
+        size = image.log(name).size
+        if size < offset:
+            raise DamagedRun(f"{image.path / name}: {size} bytes, but snapshot {res.snapshot} was taken when it "
+                             f"held {offset}: the log is cut short or the snapshot is not of this image")
+    return at
+
+
 def _read_queue(image: RunDir, q: int, start: int, first_seq: int) -> tuple[list[Any], int]:
     log = image.log(f"pal-{q}.log")
     records = list(log.records(rec.iter_queue_records, start, first_seq))
@@ -143,34 +176,12 @@ class Recovery(Recorder):
     # ---- steps 1-3 ----
     def _restore(self) -> None:
         image, res = self.image, self.res
-        snap = latest_snapshot(image, res.warnings)
         queues = image.queues
-        if snap is not None:
-            state = snap.state
-            try:
-                self.shared.load(state["shared"])
-                if len(state["local"]) != queues:
-                    raise ValueError(f"{len(state['local'])} queue-local states for {queues} queues")
-                self.local[:] = state["local"]
-                queue_bytes, queue_records = state["queue_bytes"], state["queue_records"]
-                input_bytes, input_records = state["input_bytes"], state["input_records"]
-                output_bytes, output_records = state["outputs_bytes"], state["outputs_released"]
-            except (KeyError, ValueError, TypeError) as exc:
-                raise DamagedRun(f"{image.path}: snapshot {snap.number} does not fit this middlebox ({exc})") from None
-            res.snapshot, res.boundary = snap.number, snap.boundary
-        else:
-            queue_bytes, queue_records = [FILE_HEADER.size] * queues, [0] * queues
-            input_bytes, input_records = FILE_HEADER.size, 0
-            output_bytes, output_records = FILE_HEADER.size, 0
+        at = restore_latest(self, image, res)
+        (input_bytes, input_records), (output_bytes, output_records) = at["input.log"], at["output.log"]
+        queue_bytes = [at[f"pal-{q}.log"][0] for q in range(queues)]
+        queue_records = [at[f"pal-{q}.log"][1] for q in range(queues)]
         self.start_boundary, self.start_number = res.boundary, res.snapshot
-        # A snapshot is taken after its logs were flushed: logs shorter than it says are damaged
-        # (or the snapshot belongs to a later moment than the logs).
-        for name, offset in [("input.log", input_bytes), ("output.log", output_bytes),
-                             *((f"pal-{q}.log", queue_bytes[q]) for q in range(queues))]:
-            size = image.log(name).size
-            if size < offset:
-                raise DamagedRun(f"{image.path / name}: {size} bytes, but snapshot {res.snapshot} was taken when it "
-                                 f"held {offset}: the log is cut short or the snapshot is not of this image")
         in_log = image.log("input.log")
         self.durable = list(in_log.records(rec.iter_inputs, input_bytes, input_records))
         res.torn_bytes["input.log"] = in_log.scan.torn_bytes
