@@ -202,3 +202,14 @@ def test_chain_through_the_cli_with_member_options(trace, tmp_path):
     bad = CliRunner(env=ENV).invoke(app, ["record", str(trace), "-m", CHAIN, "--mb-opt", "nat.colour=red",
                                           "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "no option 'colour'" in bad.stderr
+
+
+def test_member_file_options_are_made_absolute_like_top_level_ones(tmp_path, monkeypatch):
+    """A recovery may run from another directory: the manifest must name a member's rules file
+    absolutely, as it does a top-level one; other options are kept as given."""
+    (tmp_path / "rules.txt").write_text("allow tcp any any\n")
+    monkeypatch.chdir(tmp_path)
+    pairs = ["boxes=firewall,nat", "firewall.rules=rules.txt", "nat.timeout=30"]
+    assert Chain.canonical_pairs(pairs) == ["boxes=firewall,nat", f"firewall.rules={tmp_path / 'rules.txt'}",
+                                            "nat.timeout=30"]
+    assert Chain.canonical_pairs(["boxes=nosuch", "nosuch.x=1"]) == ["boxes=nosuch", "nosuch.x=1"]

@@ -28,7 +28,7 @@ import inspect
 from typing import Any
 
 from ftmbctl.context import ALERT_LINKTYPE, Context
-from ftmbctl.errors import UsageError
+from ftmbctl.errors import FtmbError, UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet, resolve_middlebox
 from ftmbctl.shared import SharedVar
 
@@ -102,6 +102,31 @@ class Chain(Middlebox):
         parsed = super().parse_options(own)
         parsed.update(members)
         return parsed
+
+    @classmethod
+    def canonical_pairs(cls, pairs: list[str]) -> list[str]:
+        """Own options as usual, and each ``member.key=value`` as its member would store it (a
+        member's rules file made absolute too, so a recovery elsewhere finds it)."""
+        boxes = cls.options["boxes"].default
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if sep and key.strip() == "boxes":
+                boxes = raw
+        try:
+            classes = {member.name: member for member in map(resolve_middlebox, parse_boxes(boxes).split(","))}
+        except (ValueError, TypeError, FtmbError):
+            return super().canonical_pairs(pairs)  # building the chain reports what is wrong
+        out = []
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            member, dot, option = key.strip().partition(".")
+            if sep and dot and member in classes:
+                (pair,) = classes[member].canonical_pairs([f"{option}={raw}"])
+                pair = f"{member}.{pair}"
+            else:
+                (pair,) = super().canonical_pairs([pair])
+            out.append(pair)
+        return out
 
     def __init__(self, **opts: Any) -> None:
         member_opts = {key: value for key, value in opts.items() if "." in key}
