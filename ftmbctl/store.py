@@ -133,6 +133,19 @@ def read_file_header(path: Path, data: bytes, kind: int | None = None,
     return FileHeader(got_kind, got_run, aux)
 
 
+def _chunk_header(path: Path, data: bytes, pos: int, expect_seq: int) -> tuple[int, int, int, int, int]:
+    """The chunk header at ``pos``, checked (its CRC, its sizes, its first record number):
+    (length, raw_length, first_seq, count, payload_crc)."""
+    length, raw_length, seq, count, payload_crc, header_crc = CHUNK_HEADER.unpack_from(data, pos)
+    if zlib.crc32(data[pos:pos + CHUNK_HEADER.size - 4]) != header_crc:
+        raise DamagedRun(f"{path}: chunk header checksum mismatch at byte {pos}")
+    if length > MAX_CHUNK or raw_length > MAX_CHUNK:
+        raise DamagedRun(f"{path}: chunk at byte {pos} claims {max(length, raw_length)} bytes")
+    if seq != expect_seq:
+        raise DamagedRun(f"{path}: chunk at byte {pos} starts at record {seq}, expected {expect_seq}")
+    return length, raw_length, seq, count, payload_crc
+
+
 def iter_chunks(path: Path, data: bytes, scan: LogScan, start: int = FILE_HEADER.size,
                 first_seq: int = 0, size: int | None = None) -> Iterator[Chunk]:
     """Decode the chunks of ``data`` from ``start``; fill ``scan`` as it goes (torn tail, end)."""
@@ -145,13 +158,7 @@ def iter_chunks(path: Path, data: bytes, scan: LogScan, start: int = FILE_HEADER
         if size - pos < CHUNK_HEADER.size:
             scan.torn_bytes = size - pos
             return
-        length, raw_length, seq, count, payload_crc, header_crc = CHUNK_HEADER.unpack_from(data, pos)
-        if zlib.crc32(data[pos:pos + CHUNK_HEADER.size - 4]) != header_crc:
-            raise DamagedRun(f"{path}: chunk header checksum mismatch at byte {pos}")
-        if length > MAX_CHUNK or raw_length > MAX_CHUNK:
-            raise DamagedRun(f"{path}: chunk at byte {pos} claims {max(length, raw_length)} bytes")
-        if seq != expect_seq:
-            raise DamagedRun(f"{path}: chunk at byte {pos} starts at record {seq}, expected {expect_seq}")
+        length, raw_length, seq, count, payload_crc = _chunk_header(path, data, pos, expect_seq)
         body = pos + CHUNK_HEADER.size
         if size - body < length:
             scan.torn_bytes = size - pos
@@ -180,13 +187,7 @@ def iter_chunk_heads(path: Path, data: bytes, start: int, first_seq: int, size: 
     pos, expect_seq = start, first_seq
     size = min(size, len(data))
     while size - pos >= CHUNK_HEADER.size:
-        length, raw_length, seq, count, _payload_crc, header_crc = CHUNK_HEADER.unpack_from(data, pos)
-        if zlib.crc32(data[pos:pos + CHUNK_HEADER.size - 4]) != header_crc:
-            raise DamagedRun(f"{path}: chunk header checksum mismatch at byte {pos}")
-        if length > MAX_CHUNK or raw_length > MAX_CHUNK:
-            raise DamagedRun(f"{path}: chunk at byte {pos} claims {max(length, raw_length)} bytes")
-        if seq != expect_seq:
-            raise DamagedRun(f"{path}: chunk at byte {pos} starts at record {seq}, expected {expect_seq}")
+        length, _raw_length, seq, count, _payload_crc = _chunk_header(path, data, pos, expect_seq)
         if size - pos - CHUNK_HEADER.size < length:
             return  # a torn tail
         yield pos, seq, count

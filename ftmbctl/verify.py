@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
-from ftmbctl.crash import CLEAN, CrashPoint, chain_points, image_spec, image_view, select_points, write_image
+from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import DamagedRun, FtmbError
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir

@@ -60,3 +60,22 @@ def mixed_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def read_run():
     """``read_run(run_dir) -> runreader.Run``: every log of a run as Python lists."""
     return _read_run
+
+
+@pytest.fixture
+def pin_terminal(monkeypatch: pytest.MonkeyPatch):
+    """``pin_terminal(env)``: set (or, for None, unset) these environment variables for the test and
+    make ftmbctl's consoles read them. rich freezes COLUMNS into a console when it is created
+    (when ftmbctl.render is first imported, maybe under another width): unfrozen, the consoles
+    read the pinned COLUMNS at every print."""
+    from ftmbctl import render
+
+    def pin(env: dict[str, str | None]) -> None:
+        for key, value in env.items():
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, value)
+        for console in (render.stdout, render.stderr):
+            monkeypatch.setattr(console, "_width", None)
+    return pin

@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftmbctl import render
-from ftmbctl.bench import (METRICS, BenchConfig, format_met, format_table, format_value, median, percentile,
-                           run_benchmarks, spread)
+from ftmbctl.bench import METRICS, format_met, format_table, format_value, median, percentile, spread
 from ftmbctl.cli import app
 from ftmbctl.record import RecordConfig, record
 
@@ -41,14 +39,8 @@ def tiny_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def pinned_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in ENV.items():
-        if value is None:
-            monkeypatch.delenv(key, raising=False)
-        else:
-            monkeypatch.setenv(key, value)
-    for console in (render.stdout, render.stderr):
-        monkeypatch.setattr(console, "_width", None)
+def pinned_terminal(pin_terminal) -> None:
+    pin_terminal(ENV)
 
 
 def cli(*args: object):

@@ -23,10 +23,7 @@ from typer.testing import CliRunner
 from ftmbctl import __version__
 from ftmbctl.cli import app
 from ftmbctl.middlebox import Packet
-from ftmbctl.middleboxes.monitor import Monitor
-from ftmbctl.middleboxes.nat import Nat
 from ftmbctl.pcapio import iter_packets
-from ftmbctl import render
 from ftmbctl.render import human_ns
 from middleboxes_for_tests import output_count
 
@@ -66,16 +63,8 @@ class Fire:
 # ---------------------------------------------------------------- helpers
 
 @pytest.fixture(autouse=True)
-def pinned_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in ENV.items():
-        if value is None:
-            monkeypatch.delenv(key, raising=False)
-        else:
-            monkeypatch.setenv(key, value)
-    # rich freezes COLUMNS into a console when it is created (when ftmbctl.render is first imported,
-    # maybe under another width): unfrozen, the consoles read the pinned COLUMNS at every print.
-    for console in (render.stdout, render.stderr):
-        monkeypatch.setattr(console, "_width", None)
+def pinned_terminal(pin_terminal) -> None:
+    pin_terminal(ENV)
 
 
 def cli(*args: object):

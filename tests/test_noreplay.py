@@ -131,12 +131,17 @@ def test_releasing_before_the_snapshot_is_durable_is_caught(trace: Path, tmp_pat
     assert all("no-replay recovery cannot regenerate it" in v["message"] for p in failed for v in p["violations"])
 
 
-def test_kept_image_recovers_on_its_own(recorded, read_run, tmp_path: Path) -> None:
-    path = recorded("nat", 2)
-    run = RunDir(path)
-    events = read_run(path).events
+def kept_image(run: RunDir, read_run, dest: Path) -> tuple[Path, list[rec.Event], int]:
+    """The image of a crash after snapshot 1 with more than 20 inputs after it, kept as a
+    directory: (image, the run's events, the crash point)."""
+    events = read_run(run.path).events
     index = next(i for i, e in enumerate(events) if e.snapshot == 1 and e.input_records > 60)
-    image = write_image(run, CrashPoint(index), image_spec(run, events, CrashPoint(index)), tmp_path / "image")
+    return write_image(run, CrashPoint(index), image_spec(run, events, CrashPoint(index)), dest), events, index
+
+
+def test_kept_image_recovers_on_its_own(recorded, read_run, tmp_path: Path) -> None:
+    run = RunDir(recorded("nat", 2))
+    image, events, index = kept_image(run, read_run, tmp_path / "image")
     res = recover(RunDir(image), arrivals_from_log(run), tmp_path / "recovered")
     assert (res.snapshot, res.boundary, res.lost_inputs) == (1, 40, events[index].input_records - 40)
     assert res.inputs_processed == PACKETS - events[index].input_records
@@ -181,11 +186,8 @@ def test_a_misplaced_last_snapshot_is_still_damage(recorded, tmp_path: Path) -> 
 
 
 def test_recover_command_reports_what_was_lost(recorded, read_run, tmp_path: Path) -> None:
-    path = recorded("nat", 2)
-    run = RunDir(path)
-    events = read_run(path).events
-    index = next(i for i, e in enumerate(events) if e.snapshot == 1 and e.input_records > 60)
-    image = write_image(run, CrashPoint(index), image_spec(run, events, CrashPoint(index)), tmp_path / "image")
+    run = RunDir(recorded("nat", 2))
+    image, events, index = kept_image(run, read_run, tmp_path / "image")
     result = CliRunner().invoke(app, ["recover", str(image), "--out", str(tmp_path / "recovered")], env=ENV)
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
