@@ -29,9 +29,11 @@ from ftmbctl.bench_memory import measure_peak_rss
 from ftmbctl.crash import CrashPoint, image_spec, image_view
 from ftmbctl.errors import FtmbError, UsageError
 from ftmbctl.pcapio import read_trace_info
+from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import Recovery
 from ftmbctl.rundir import RunDir
+from ftmbctl.store import CHUNK_HEADER
 from ftmbctl.verify import SweepConfig, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -443,23 +445,27 @@ def recovery_scaling(b: Bench) -> dict[str, Any]:
 def pal_bytes(b: Bench) -> dict[str, Any]:
     run = b.main_run()
     b.say("pal_bytes: reading the queue logs")
-    stored = pals = nondet = 0
+    stored = pals = unchanged = nondet = chunks = 0
     for name in run.queue_log_names():
         stored += (run.path / name).stat().st_size
-        for record_ in run.log(name).records(rec.iter_queue_records):
-            if isinstance(record_, rec.PalRecord):
-                pals += 1
-            else:
-                nondet += 1
+        log, decode = run.log(name), QueueDecoder()
+        for chunk in log.chunks():
+            chunks += 1
+            for record_ in log.decode(chunk, decode):
+                if type(record_) is rec.PalRecord:
+                    pals += 1
+                    unchanged += record_.digest is None
+                else:
+                    nondet += 1
     inputs = sum(1 for _ in run.log("input.log").records(rec.iter_inputs))
     if not pals:
         return unavailable("B/PAL", "<= 6", f"the {b.cfg.middlebox} record logged no PAL on {b.cfg.trace}")
     value = stored / pals
     detail = (f"{stored:,} B in {len(run.queue_log_names())} queue logs for {pals:,} PALs and {nondet:,} "
               f"non-deterministic values; {stored / max(inputs, 1):.1f} B per input packet")
-    raw = {"stored_bytes": stored, "pals": pals, "nondet_records": nondet, "input_packets": inputs,
+    raw = {"stored_bytes": stored, "pals": pals, "unchanged_pals": unchanged, "nondet_records": nondet,
+           "chunks": chunks, "chunk_header_bytes": chunks * CHUNK_HEADER.size, "input_packets": inputs,
            "bytes_per_input_packet": round(stored / max(inputs, 1), 3),
-           "raw_pal_bytes": pals * rec.PAL.size, "raw_nondet_bytes": nondet * rec.ND.size,
            "counted": "whole pal-<q>.log files (headers, chunk headers, PALs with digests, ND records)"}
     return metric(value, "B/PAL", "<= 6", value <= 6, detail, raw)
 

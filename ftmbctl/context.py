@@ -13,15 +13,11 @@ import time
 from typing import Any, Callable
 
 from ftmbctl.middlebox import Packet
+from ftmbctl.queuelog import ND_CLOCK, ND_RANDOM  # the kinds a queue log stores
 from ftmbctl.shared import MISSING, Counter, Map, ShardedMap, SharedVar
 
 # Alerts travel as outputs with this link type (LINKTYPE_USER0, which no capture uses for packets).
 ALERT_LINKTYPE = 147
-
-# Non-deterministic value kinds, as stored in a queue log (formats/queue-log.md).
-ND_CLOCK = 1
-ND_RANDOM = 2
-
 
 
 def _resolve(var: Any, key: Any) -> SharedVar:

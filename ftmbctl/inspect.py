@@ -14,6 +14,7 @@ from typing import Any
 from ftmbctl import records as rec
 from ftmbctl.context import ND_CLOCK
 from ftmbctl.errors import UsageError
+from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.rundir import RunDir, log_kind
 from ftmbctl.snapshot import Snapshot
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE
@@ -62,7 +63,8 @@ def _record_row(kind: int, record: Any, names: dict[int, str]) -> dict[str, Any]
     if kind == KIND_QUEUE:
         if isinstance(record, rec.PalRecord):
             return {"type": "pal", "packet": record.packet, "var": record.var,
-                    "name": names.get(record.var, "?"), "seq": record.seq, "digest": f"{record.digest:08x}"}
+                    "name": names.get(record.var, "?"), "seq": record.seq,
+                    "digest": None if record.digest is None else f"{record.digest:04x}"}
         value: Any = record.value / 1e9 if record.kind == ND_CLOCK else f"{record.value:016x}"
         return {"type": ND_NAMES.get(record.kind, str(record.kind)), "packet": record.packet, "value": value}
     if kind == KIND_OUTPUT:
@@ -75,8 +77,7 @@ def _record_row(kind: int, record: Any, names: dict[int, str]) -> dict[str, Any]
             "queues": [list(p) for p in zip(record.queue_len, record.queue_records)]}
 
 
-DECODERS = {KIND_INPUT: rec.iter_inputs, KIND_QUEUE: rec.iter_queue_records, KIND_OUTPUT: rec.iter_outputs,
-            KIND_TIMELINE: rec.iter_events}
+DECODERS = {KIND_INPUT: rec.iter_inputs, KIND_OUTPUT: rec.iter_outputs, KIND_TIMELINE: rec.iter_events}
 
 
 def describe_file(run: RunDir, name: str, limit: int | None = None) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def describe_file(run: RunDir, name: str, limit: int | None = None) -> dict[str,
 def _describe_log(run: RunDir, name: str, kind: int, limit: int | None) -> dict[str, Any]:
     log = run.log(name)
     names = run.variable_names()
-    decode = DECODERS[kind]
+    decode = QueueDecoder() if kind == KIND_QUEUE else DECODERS[kind]  # queue chunks carry state
     listed = 0
     chunks = []
     for chunk in log.chunks():

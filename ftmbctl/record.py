@@ -34,10 +34,7 @@ from ftmbctl.shared import SharedState, SharedVar
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
 from ftmbctl.storage import QueueLog, Storage
 
-_PAL_PACK = rec.PAL.pack
-_TAG_PAL = rec.TAG_PAL
 MAX_BATCH_BYTES = 8 << 20  # an input chunk is flushed early rather than grow past this (readers cap chunks)
-_ND_PACK = rec.ND.pack
 
 
 MODES = ("ftmb", "no-replay", "vanilla")
@@ -108,22 +105,24 @@ class RecordContext(Context):
         self.totals = storage.totals
         self.flush_every = flush_every
         self._sched_point = sched_point
-        self.digest = 0  # digest of the variable after the last access
+        self.digest = 0  # 32-bit digest of the variable after the last access
+        self.same = False  # whether the last access left that digest as it was
 
     def _access(self, var: SharedVar, op: Callable[..., Any], a: Any, b: Any) -> Any:
         if self._sched_point is not None:
             self._sched_point()
-        log = self.log
+        items = self.log.items
         with var.lock:
+            before = var.digest32()
             result = op(var, a, b)
             var.count = seq = var.count + 1
             # The PAL is counted before the lock is released: a packet that takes the next access
             # on this variable then depends on it (its dependency vector covers it).
             self.digest = digest = var.digest32()  # replay checks it against the log's
-            log.buf += _PAL_PACK(_TAG_PAL, self.packet.id, var.var_id, seq, digest)
+            self.same = same = digest == before
+            items.append((self.packet.id, var.var_id, seq, None if same else digest))
             self.totals[self.queue] += 1
-            log.pending += 1
-        if log.pending >= self.flush_every:
+        if len(items) >= self.flush_every:
             self.storage.flush_queue(self.queue)
         return result
 
@@ -131,11 +130,10 @@ class RecordContext(Context):
         return self._log_nondet(kind, self.live.value(kind, self.packet.ts_ns))
 
     def _log_nondet(self, kind: int, value: int) -> int:
-        log = self.log
-        log.buf += _ND_PACK(rec.TAG_ND, self.packet.id, kind, value)
+        items = self.log.items
+        items.append((self.packet.id, -kind, value, None))
         self.totals[self.queue] += 1
-        log.pending += 1
-        if log.pending >= self.flush_every:
+        if len(items) >= self.flush_every:
             self.storage.flush_queue(self.queue)
         return value
 
@@ -259,6 +257,7 @@ class Recorder:
         assert storage is not None
         for q in range(self.cfg.queues):
             storage.flush_queue(q)
+            storage.logs[q].encoder.restart()  # the snapshot's queue positions start keyframes
         storage.snapshot_begin(number)
         state = self._state(boundary)
         if not self.scratch:

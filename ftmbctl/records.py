@@ -1,4 +1,6 @@
-"""The records inside the chunks of each log (formats/*.md), one ``struct.Struct`` per type.
+"""The records inside the chunks of each log (formats/*.md): one ``struct.Struct`` per type of
+the input, output and timeline logs, and the record types of the queue logs, whose chunks are
+columns (``queuelog.py``).
 
 Decoded records are NamedTuples: a sweep decodes millions of them, and a tuple is several times
 cheaper to build than a frozen dataclass.
@@ -16,12 +18,7 @@ from typing import Iterator, NamedTuple
 # input.log: one record per input packet, followed by its captured bytes.
 INPUT = struct.Struct("<IQHII")  # packet id, ts_ns, linktype, orig_len, caplen
 
-# pal-<q>.log: PALs and non-deterministic values of one queue, in program order.
-TAG_PAL = 1
-TAG_ND = 2
-PAL = struct.Struct("<BIHII")  # tag=1, packet id, variable id, access sequence number, digest
-PAL_SIZE = PAL.size
-ND = struct.Struct("<BIBQ")  # tag=2, packet id, kind (1 clock ns, 2 random 64 bits), value
+# pal-<q>.log: PALs and non-deterministic values of one queue, stored as columns (queuelog.py).
 
 # output.log: released outputs, in release order. The dependency vector follows the fixed part.
 OUTPUT = struct.Struct("<IHHQQB")  # input id, output index, linktype, finish_ns, release_ns, queues
@@ -64,7 +61,7 @@ class PalRecord(NamedTuple):
     packet: int
     var: int
     seq: int
-    digest: int
+    digest: int | None  # 16 bits of the value's digest after the access; None: the access left it unchanged
 
 
 class NdRecord(NamedTuple):
@@ -146,26 +143,6 @@ def iter_inputs(raw: bytes) -> Iterator[InputRecord]:
             _need(raw, pos, caplen, "input packet")
         yield InputRecord(pid, ts_ns, linktype, orig_len, raw[pos:pos + caplen])
         pos += caplen
-
-
-def iter_queue_records(raw: bytes) -> Iterator[PalRecord | NdRecord]:
-    pos, size = 0, len(raw)
-    while pos < size:
-        tag = raw[pos]
-        if tag == TAG_PAL:
-            if size - pos < PAL_SIZE:
-                _need(raw, pos, PAL_SIZE, "PAL")
-            _tag, packet, var, seq, digest = PAL.unpack_from(raw, pos)
-            pos += PAL_SIZE
-            yield PalRecord(packet, var, seq, digest)
-        elif tag == TAG_ND:
-            if size - pos < ND.size:
-                _need(raw, pos, ND.size, "non-deterministic value")
-            _tag, packet, kind, value = ND.unpack_from(raw, pos)
-            pos += ND.size
-            yield NdRecord(packet, kind, value)
-        else:
-            raise RecordError(f"unknown queue-log record tag {tag}", pos)
 
 
 def iter_outputs(raw: bytes) -> Iterator[OutputRecord]:

@@ -30,6 +30,7 @@ from ftmbctl.errors import DamagedRun
 from ftmbctl.manifest import snapshot_misplaced
 from ftmbctl.middlebox import Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket
+from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, Recorder
 from ftmbctl.replay import ReplayContext, ReplayPlan
 from ftmbctl.rundir import RunDir, snapshot_number
@@ -127,7 +128,7 @@ def restore_latest(engine: Recorder, image: RunDir, res: RecoveryResult) -> dict
 
 def _read_queue(image: RunDir, q: int, start: int, first_seq: int) -> tuple[list[Any], int]:
     log = image.log(f"pal-{q}.log")
-    records = list(log.records(rec.iter_queue_records, start, first_seq))
+    records = list(log.records(QueueDecoder(), start, first_seq))
     return records, log.scan.torn_bytes
 
 

@@ -168,7 +168,8 @@ def _row_text(kind: str, row: dict[str, Any]) -> str:
         return f"in  #{row['id']}  t={row['ts_ns'] / 1e9:.6f}  linktype {row['linktype']}  {row['caplen']}/{row['orig_len']} B"
     if kind == "queue":
         if row["type"] == "pal":
-            return f"PAL pkt {row['packet']}  var {row['var']} {row['name']}  seq {row['seq']}  digest {row['digest']}"
+            return (f"PAL pkt {row['packet']}  var {row['var']} {row['name']}  seq {row['seq']}  "
+                    f"{'unchanged' if row['digest'] is None else 'digest ' + row['digest']}")
         return f"ND  pkt {row['packet']}  {row['type']} = {row['value']}"
     if kind == "output":
         oid = row["output_id"]

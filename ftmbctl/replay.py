@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ftmbctl.queuelog import fold16
 from ftmbctl.records import NdRecord, PalRecord
 from ftmbctl.record import RecordContext
 from ftmbctl.shared import SharedVar
@@ -99,10 +100,16 @@ class ReplayContext(RecordContext):
                     result = super()._access(var, op, a, b)
                     plan.trace.append((var.var_id, want + 1, self.packet.id))
                     plan.replayed += 1
-                    digest = self.digest
-                    if digest != entry.digest:
+                    if entry.digest is None:  # the record's access left the value as it was
+                        if not self.same:
+                            plan.diverge(ReplayDivergence("digest", self.queue, entry.packet, entry.var, entry.seq,
+                                                          "value unchanged", f"digest {fold16(self.digest):04x}"),
+                                         False)
+                    elif self.same or fold16(self.digest) != entry.digest:
                         plan.diverge(ReplayDivergence("digest", self.queue, entry.packet, entry.var, entry.seq,
-                                                      f"digest {entry.digest:08x}", f"digest {digest:08x}"), False)
+                                                      f"digest {entry.digest:04x}",
+                                                      "value unchanged" if self.same else
+                                                      f"digest {fold16(self.digest):04x}"), False)
                     return result
                 if plan.forcing:  # the counter went past: someone else took this turn
                     plan.diverge(ReplayDivergence("order", self.queue, entry.packet, entry.var, entry.seq,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ftmbctl import records as rec
 from ftmbctl.parallel import in_parallel
+from ftmbctl.queuelog import QueueEncoder
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, ChunkWriter
 
 TIMELINE_CHUNK = 256  # events per timeline chunk
@@ -21,19 +22,20 @@ MAX_CHUNK_BYTES = 8 << 20  # a release batch larger than this is split over seve
 
 
 class QueueLog:
-    """One queue's PALs and non-deterministic values, buffered until the next flush.
+    """One queue's PALs and non-deterministic values, held as tuples until the next flush packs
+    them into a chunk (``queuelog.QueueEncoder``).
 
     Only the queue's own worker appends. Record counts live in two lists shared by all queues,
     ``Storage.totals`` (appended so far: what dependency vectors read) and ``Storage.durables``
     (on stable storage: ``stable[q]``), so that a dependency vector is one ``tuple(totals)``.
     """
 
-    __slots__ = ("queue", "buf", "pending")
+    __slots__ = ("queue", "items", "encoder")
 
     def __init__(self, queue: int) -> None:
         self.queue = queue
-        self.buf = bytearray()
-        self.pending = 0  # records in buf
+        self.items: list[tuple] = []
+        self.encoder = QueueEncoder()
 
 
 class Reservoir:
@@ -156,13 +158,12 @@ class Storage:
 
     def flush_queue(self, q: int) -> None:
         log = self.logs[q]
-        if not log.pending:
+        items = log.items
+        if not items:
             return
-        raw, count = log.buf, log.pending
-        log.buf = bytearray()  # a fresh buffer rather than a copy of the old one
-        log.pending = 0
+        log.items = []
         writer = self.queue_files[q]
-        writer.append(raw, count)
+        writer.append(log.encoder.encode(items), len(items))
         with self.lock:
             self.durables[q] = writer.records
             self._event(rec.EV_QUEUE_FLUSH, q)

@@ -27,7 +27,7 @@ import lz4.block
 from ftmbctl.errors import DamagedRun
 
 MAGIC = b"FTMB"
-VERSION = 1
+VERSION = 2  # 2: queue logs store columns (formats/queue-log.md)
 FILE_HEADER = struct.Struct("<4sHBB16sII")  # magic, version, kind, flags, run_id, aux, crc
 CHUNK_HEADER = struct.Struct("<IIQIII")  # length, raw_length, first_seq, count, payload_crc, header_crc
 MAX_CHUNK = 64 << 20  # a chunk larger than this is not something ftmbctl wrote

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 from ftmbctl import records as rec
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import DamagedRun, FtmbError
+from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
 from ftmbctl.store import FILE_HEADER
@@ -126,10 +127,11 @@ def _reference_order(run: RunDir, number: int, cache: dict[int, dict[tuple[int, 
     order: dict[tuple[int, int], int] = {}
     for q in range(run.queues):
         log = run.log(f"pal-{q}.log")
+        decode = QueueDecoder()
         for chunk in log.chunks(*start[q]):
             if end[q] is not None and chunk.offset >= end[q]:
                 break
-            for record in rec.iter_queue_records(chunk.raw):
+            for record in log.decode(chunk, decode):
                 if type(record) is rec.PalRecord:
                     order[(record.var, record.seq)] = record.packet
     cache[number] = order

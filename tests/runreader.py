@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ftmbctl import records as rec
+from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.snapshot import Snapshot, read_snapshot
 from ftmbctl.store import (FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk, FileHeader,
                            LogScan, iter_chunks, read_file_header, read_log_bytes)
@@ -101,7 +102,7 @@ def read_run(run_dir: Path) -> Run:
     return Run(
         dir=run_dir, manifest=manifest, run_id=run_id, queues=queues, logs=logs,
         inputs=_decode(logs["input"], rec.iter_inputs),
-        queue_records=[_decode(logs[f"pal-{q}"], rec.iter_queue_records) for q in range(queues)],
+        queue_records=[_decode(logs[f"pal-{q}"], QueueDecoder()) for q in range(queues)],
         outputs=_decode(logs["output"], rec.iter_outputs),
         events=_decode(logs["timeline"], rec.iter_events),
         snapshots=snapshots,

@@ -24,6 +24,7 @@ from ftmbctl import records as rec
 from ftmbctl.cli import app
 from ftmbctl.crash import CLEAN, TORN, CrashPoint, can_tear, image_spec, image_view, write_image
 from ftmbctl.pcapio import iter_packets, write_pcap
+from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import Recovery, RecoveryResult, arrivals_from_log, arrivals_from_trace, recover
 from ftmbctl.rundir import RunDir
@@ -117,7 +118,7 @@ def same_recovered_run(a: Path, b: Path) -> None:
     assert list(ra.outputs()) == list(rb.outputs())
     for q in range(ra.queues):
         name = f"pal-{q}.log"
-        assert list(ra.log(name).records(rec.iter_queue_records)) == list(rb.log(name).records(rec.iter_queue_records))
+        assert list(ra.log(name).records(QueueDecoder())) == list(rb.log(name).records(QueueDecoder()))
     assert ra.reference().state == rb.reference().state
     assert ra.manifest["recovered_from"]["snapshot"] == rb.manifest["recovered_from"]["snapshot"]
     assert ra.manifest["recovered_from"]["durable_inputs"] == rb.manifest["recovered_from"]["durable_inputs"]

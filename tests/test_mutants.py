@@ -53,6 +53,7 @@ from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import hash64
 from ftmbctl.middlebox import Middlebox, Packet, resolve_middlebox
 from ftmbctl.pcapio import iter_packets
+from ftmbctl.queuelog import QueueDecoder, fold16
 from ftmbctl.rundir import RunDir
 from ftmbctl.shared import SharedState
 from ftmbctl.snapshot import snapshot_name
@@ -263,7 +264,7 @@ class FailureFree:
         self.dir = RunDir(run)
         self.middlebox = middlebox
         self.names = self.dir.variable_names()
-        self.records = [list(self.dir.log(f"pal-{q}.log").records(rec.iter_queue_records))
+        self.records = [list(self.dir.log(f"pal-{q}.log").records(QueueDecoder()))
                         for q in range(self.dir.queues)]
         self.pals = [r for records in self.records for r in records if type(r) is rec.PalRecord]
         self.events = self.dir.events()
@@ -301,12 +302,18 @@ class FailureFree:
         count = self.count_at(number, var)
         if count == 0:
             return False
-        logged = next(r.digest for r in self.pals if r.var == var and r.seq == count)
+        # the digest after access ``count``: the last one a PAL up to it stored (an unchanged PAL
+        # stores none), or the declared initial value's if every access so far left it unchanged
+        stored = [r.digest for r in sorted(self.pals, key=lambda r: r.seq)
+                  if r.var == var and r.seq <= count and r.digest is not None]
         mb = resolve_middlebox(self.middlebox)()
-        shared = SharedState()
-        mb.declare(shared)
-        shared.load(self.snapshot_state(number)["shared"])
-        return shared.by_id(var).digest32() != logged
+        initial, restored = SharedState(), SharedState()
+        mb.declare(initial)
+        mb.declare(restored)
+        restored.load(self.snapshot_state(number)["shared"])
+        if stored:
+            return fold16(restored.by_id(var).digest32()) != stored[-1]
+        return restored.by_id(var).digest32() != initial.by_id(var).digest32()
 
     def released(self, point: dict) -> list[tuple[int, int]]:
         """Output ids released before the crash of ``point`` (output log cut at the crash)."""
