@@ -13,7 +13,7 @@ import zlib
 
 MASK64 = (1 << 64) - 1
 MASK32 = (1 << 32) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
+GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: 2^64 / the golden ratio
 
 
 def file_sha256(path: object) -> str:
@@ -39,7 +39,7 @@ def value_hash(value: object) -> int:
 
 def mix_int(value: int) -> int:
     """A cheap 32-bit digest of an int (Fibonacci hashing), for counters."""
-    return (((value & MASK64) * _GOLDEN) & MASK64) >> 32
+    return (((value & MASK64) * GOLDEN) & MASK64) >> 32
 
 
 def fold32(value: int) -> int:

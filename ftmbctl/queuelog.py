@@ -117,7 +117,11 @@ class QueueEncoder:
                 if packet < last_packet:
                     raise ValueError(f"packet {packet} logged after packet {last_packet}")
                 add_new(1)
-                put_varint(packets, packet - last_packet - 1)
+                step = packet - last_packet - 1
+                if step < 0x80:
+                    packets.append(step)
+                else:
+                    put_varint(packets, step)
                 last_packet = packet
             if var >= 0:
                 word = (x - seqs.get(var, 0) - 1) << vbits | var
@@ -135,7 +139,8 @@ class QueueEncoder:
                     add_digest((digest ^ (digest >> 16)) & 0xFFFF)  # fold16
             elif var == -ND_CLOCK:
                 add_code(CODE_CLOCK)
-                put_varint(values, zigzag(x - clock))
+                step = x - clock
+                put_varint(values, step << 1 if step >= 0 else ((-step) << 1) - 1)  # zigzag
                 clock = x
             else:
                 add_code(CODE_RANDOM)
