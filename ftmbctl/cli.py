@@ -203,7 +203,8 @@ def middleboxes() -> None:
 @handles_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to write the demo run (replaced if it exists)."),
-    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use (default: the bundled traces/mixed.pcap)."),
+    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use.",
+                        show_default="bundled traces/mixed.pcap"),
     seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule and of the crash sample."),
 ) -> None:
     """Record the bundled trace through the NAT, crash it, recover, and verify.
@@ -365,7 +366,8 @@ def recover(
 @handles_errors
 def bench(
     ctx: typer.Context,
-    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Capture to measure on (default: the bundled one)."),
+    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Capture to measure on.",
+                        show_default="bundled traces/mixed.pcap"),
     middlebox: str = typer.Option("nat", "--middlebox", "-m", help="Middlebox to measure."),
     queues: int = typer.Option(4, "--queues", "-q", help="Number of queues."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
