@@ -148,10 +148,15 @@ def select_points(events: Sequence[rec.Event], at: list[int], every: int | None,
     return sorted(points)
 
 
-def chain_points(events: Sequence[rec.Event]) -> list[CrashPoint]:
+def chain_points(events: Sequence[rec.Event], sample: int | None = None, seed: int = 1) -> list[CrashPoint]:
     """Crash points that check the snapshot chain: just before each snapshot is begun (every log
-    flushed, so replay from the previous snapshot covers everything) and after the last event."""
+    flushed, so replay from the previous snapshot covers everything) and after the last event.
+
+    ``sample`` keeps that many of the snapshots, drawn with ``seed`` (the end is always kept): a
+    long run has a snapshot every few thousand packets, and each link costs a recovery."""
     points = [CrashPoint(i) for i, ev in enumerate(events) if ev.kind == rec.EV_SNAPSHOT_BEGIN]
+    if sample is not None and sample < len(points):
+        points = sorted(random.Random(seed).sample(points, sample))
     if events:
         points.append(CrashPoint(len(events) - 1))
     return points

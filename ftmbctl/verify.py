@@ -60,6 +60,7 @@ class SweepConfig:
     jobs: int = 0  # 0: the machine's cores
     keep: Path | None = None
     chain: bool = True  # add the snapshot-chain crash points
+    chain_sample: int | None = None  # of those, only this many snapshots (drawn with seed); None: all
 
 
 # ---- one crash point, in a worker process ----
@@ -253,7 +254,7 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
     if not events:
         raise DamagedRun(f"{run_path / 'timeline.log'}: holds no events")
     points = select_points(events, cfg.at, cfg.every, cfg.sample, cfg.seed, cfg.everything, cfg.torn)
-    chain = set(chain_points(events)) if cfg.chain else set()
+    chain = set(chain_points(events, cfg.chain_sample, cfg.seed)) if cfg.chain else set()
     todo = sorted(set(points) | chain)
     jobs = cfg.jobs or os.cpu_count() or 1
     started = time.perf_counter()
@@ -277,7 +278,7 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
-                 "events": len(events), "snapshot_chain": len(chain)}
+                 "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample}
     report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started)
     (run.path / RESULTS).parent.mkdir(exist_ok=True)
     (run.path / RESULTS).write_text(json.dumps(report.as_dict(), indent=1) + "\n")

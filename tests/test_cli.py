@@ -607,6 +607,32 @@ def test_export_to_an_unwritable_place(run_dir: Path, tmp_path: Path) -> None:
     assert str(dest) in error_line(cli("export", run_dir, "--outputs", dest), 2)
 
 
+# ---------------------------------------------------------------- crash-replay --chain
+
+def _chain_points(run: Path, *chain: str) -> list[int]:
+    result = cli("crash-replay", run, "--at", 1, "--jobs", 1, "--json", *chain)
+    ok(result)
+    return sorted(p["event"] for p in json.loads(result.stdout)["crash_points"] if p.get("chain"))
+
+
+def test_crash_replay_chain_all_none_or_a_seeded_sample(run_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    every = _chain_points(run)  # default: every snapshot and the end of the run
+    assert len(every) >= 3 and _chain_points(run, "--chain", "all") == every
+    assert _chain_points(run, "--chain", "none") == []
+    one = _chain_points(run, "--chain", "1")
+    assert len(one) == 2 and set(one) <= set(every) and one[-1] == every[-1]  # the end is always kept
+    assert _chain_points(run, "--chain", "1") == one  # drawn with --seed: the same again
+    assert _chain_points(run, "--chain", "0") == [every[-1]]
+    assert _chain_points(run, "--chain", "1000") == every
+
+
+def test_crash_replay_chain_refuses_what_is_not_all_none_or_a_count(run_dir: Path) -> None:
+    line = error_line(cli("crash-replay", run_dir, "--at", 1, "--chain", "some"), 2)
+    assert line == "error: --chain takes all, none or a number of snapshots, got 'some'"
+
+
 # ---------------------------------------------------------------- help, version, middleboxes
 
 HELP_OPTIONS = {
@@ -616,7 +642,7 @@ HELP_OPTIONS = {
     "export": ["--outputs"],
     "middleboxes": [],
     "demo": ["--out", "--trace", "--seed"],
-    "crash-replay": ["--at", "--every", "--random", "--seed", "--all", "--torn", "--keep", "--jobs", "--json"],
+    "crash-replay": ["--at", "--every", "--random", "--seed", "--all", "--torn", "--keep", "--chain", "--jobs", "--json"],
     "verify": ["--json", "--junit", "--jobs"],
     "recover": ["--out", "--trace"],
 }
