@@ -9,6 +9,7 @@ run, while the PAL order still differs between schedules (every queue hits ``pac
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import zlib
@@ -131,3 +132,23 @@ class PreemptedMixed(Mixed):
     def declare(self, shared: Any) -> None:
         super().declare(shared)
         self.packets.lock = _PreemptedAfterUnlock(20, 0.3, self.packets)
+
+
+class ReadOrWrite(Middlebox):
+    """Touches one counter per packet the way ``FTMBCTL_TEST_ACCESS`` says: ``read`` it, ``add1``
+    or ``add2``. Recording with one and recovering with another is a middlebox whose replay makes
+    the logged access but leaves another value than the log's digest says."""
+
+    name = "read-or-write"
+    summary = "one counter per packet, read or written as an environment variable says"
+
+    def declare(self, shared: Any) -> None:
+        self.hits = shared.counter("hits")
+
+    def process(self, ctx: Any, pkt: Packet) -> None:
+        how = os.environ.get("FTMBCTL_TEST_ACCESS", "read")
+        if how == "read":
+            ctx.read(self.hits)
+        else:
+            ctx.add(self.hits, 1 if how == "add1" else 2)
+        ctx.emit(pkt.data)
