@@ -319,7 +319,7 @@ class Recorder:
             write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra,
                            hash_files=False)
             self.storage = Storage(cfg.out, self.run_id, queues, sched.now_ns, input_base=self.start_boundary,
-                                   hold_until_snapshot=self.no_replay)
+                                   hold_until_snapshot=self.no_replay, handoff=sched.handoff)
         self.contexts = self._make_contexts()
         self._reseed(self.start_number)
         sched.start(self._process, self._on_idle)

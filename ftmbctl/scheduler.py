@@ -3,7 +3,7 @@
 Both run one worker per queue and let the caller's thread act as the Input Logger / master
 ("io"). They share an interface: ``start(process, on_idle)``, ``dispatch(q, items)``,
 ``drain()``, ``stop()``, ``point(q)`` (a scheduling point, called before every shared access and
-after every packet), ``now_ns()``.
+after every packet), ``handoff`` (None, or called after a queue's log is flushed), ``now_ns()``.
 
 ``ChaosScheduler`` lets exactly one actor (a worker or io) run at a time. At every scheduling
 point a seeded RNG picks who runs next among the actors that can run, and simulated time moves
@@ -15,6 +15,7 @@ baton of per-actor locks makes the hand-over explicit: nothing runs concurrently
 from __future__ import annotations
 
 import functools
+import os
 import random
 import threading
 import time
@@ -48,6 +49,18 @@ class ThreadsScheduler:
 
     point = None  # no scheduling points: the OS decides
     sched_point_for = staticmethod(lambda q: None)
+
+    @staticmethod
+    def handoff() -> None:
+        """Offer the interpreter to another thread, right after this one flushed its log.
+
+        Only one thread runs Python at a time. One that the interpreter switches out (every
+        5 ms, at any bytecode) stops with the records it has not flushed yet, and every output
+        whose dependency vector covers them, which with shared state is most outputs of every
+        queue, waits until it runs again: that was most of the release delay. Yielding here
+        makes switches happen where the yielding worker holds no such record.
+        """
+        os.sched_yield()
 
     def now_ns(self) -> int:
         return time.time_ns()
@@ -127,6 +140,7 @@ class ChaosScheduler:
 
     name = "chaos"
     deterministic = True
+    handoff = None  # who runs next is the seeded choice at scheduling points only
 
     def __init__(self, queues: int, seed: int, sticky: bool = False) -> None:
         # sticky: an actor keeps the baton until it must wait. Any order of free accesses is a

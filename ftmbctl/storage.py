@@ -6,11 +6,13 @@ is a total order of durability events, each carrying the length of every log at 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from operator import ge
 from collections import deque
 from pathlib import Path
+from typing import Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.parallel import in_parallel
@@ -18,6 +20,7 @@ from ftmbctl.queuelog import QueueEncoder
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, ChunkWriter
 
 TIMELINE_CHUNK = 256  # events per timeline chunk
+RELEASE_ONLY = -1  # in Storage._due: no chunk, only a release check
 MAX_CHUNK_BYTES = 8 << 20  # a release batch larger than this is split over several chunks
 
 
@@ -105,8 +108,9 @@ class Storage:
     """The files of a run being recorded, and the one lock that orders their durability events."""
 
     def __init__(self, run_dir: Path, run_id: bytes, queues: int, now_ns, input_base: int = 0,
-                 hold_until_snapshot: bool = False) -> None:
+                 hold_until_snapshot: bool = False, handoff: Callable[[], None] | None = None) -> None:
         self.lock = threading.RLock()
+        self.handoff = handoff  # the scheduler's, called after a queue flush (see flush_queue)
         self.input_base = input_base  # id of the first input this run logs (a recovery starts mid-trace)
         # No-Replay (DESIGN §8): an output waits for a durable snapshot that covers its input,
         # not for logs; ``covered`` is the boundary of the latest durable snapshot.
@@ -122,6 +126,9 @@ class Storage:
         self.totals = [0] * queues  # records each queue appended so far
         self.durables = [0] * queues  # records of each queue on stable storage: stable[q]
         self.ol = OutputLogger(queues)
+        # Queues whose chunk is written but whose event is not made yet (or RELEASE_ONLY): a worker
+        # leaves them here rather than wait for the lock, and whoever holds it commits them.
+        self._due: deque[int] = deque()
         self.snapshot = -1
         self.events = 0
         self._event_buf = bytearray()
@@ -152,7 +159,7 @@ class Storage:
     # log); the lock orders only what makes it count: stable[q], the event and the release.
     def flush_input(self, raw: bytes | bytearray, count: int) -> None:
         self.input.append(raw, count)
-        with self.lock:
+        with self._locked():
             self._event(rec.EV_INPUT_FLUSH, count)
             self._release()
 
@@ -162,18 +169,17 @@ class Storage:
         if not items:
             return
         log.items = []
-        writer = self.queue_files[q]
-        writer.append(log.encoder.encode(items), len(items))
-        with self.lock:
-            self.durables[q] = writer.records
-            self._event(rec.EV_QUEUE_FLUSH, q)
-            self._release()
+        self.queue_files[q].append(log.encoder.encode(items), len(items))
+        self._due.append(q)
+        self._commit()
+        if self.handoff is not None:  # now, while this queue holds no record that is not durable
+            self.handoff()
 
     def hold_output(self, q: int, items: list[tuple]) -> None:
         """Hand a packet's outputs to the Output Logger.
 
         Only queue q appends to its FIFO, so this takes no lock (deque appends are atomic). The
-        storage lock is taken only when the outputs are already releasable; otherwise the flush
+        storage lock is tried only when the outputs are already releasable; otherwise the flush
         that makes their dependencies durable releases them. The check comes after the append,
         so a concurrent flush either sees the new outputs or this check sees its effect.
         """
@@ -181,8 +187,39 @@ class Storage:
         fifo.extend(items)
         deps = items[-1][4]
         if items[-1][0] < self._release_bound() and all(map(ge, self.durables, deps)):
-            with self.lock:
+            self._due.append(RELEASE_ONLY)
+            self._commit()
+
+    def _commit(self) -> None:
+        """Make the events of the chunks in ``_due`` and release what they made releasable.
+
+        A thread that finds the lock taken leaves this to the holder, which calls ``_commit`` once
+        it has let go of the lock (``_locked``, or the loop below): the entry went in before the
+        failed try, so the holder sees it. Nobody waits for the lock here: under the GIL, a thread
+        woken from a lock gets the interpreter back only once the running one blocks or is
+        switched out, which kept a flush waiting a median half millisecond (and every output
+        waiting on it) after its chunk was written.
+        """
+        due = self._due
+        while due:
+            if not self.lock.acquire(blocking=False):
+                return
+            try:
+                while due:
+                    q = due.popleft()
+                    if q != RELEASE_ONLY:
+                        self.durables[q] = self.queue_files[q].records
+                        self._event(rec.EV_QUEUE_FLUSH, q)
                 self._release()
+            finally:
+                self.lock.release()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The storage lock, and on the way out the commits left while it was held."""
+        with self.lock:
+            yield
+        self._commit()
 
     def _release_bound(self) -> int:
         """Outputs of inputs below this id may go out (given their dependency vectors): inputs on
@@ -197,11 +234,11 @@ class Storage:
             self._event(rec.EV_RELEASE, sum(count for _, count in chunks))
 
     def snapshot_begin(self, number: int) -> None:
-        with self.lock:
+        with self._locked():
             self._event(rec.EV_SNAPSHOT_BEGIN, number)
 
     def snapshot_durable(self, number: int, boundary: int) -> None:
-        with self.lock:
+        with self._locked():
             self.snapshot = number
             self._event(rec.EV_SNAPSHOT_DURABLE, number)
             if self.hold_until_snapshot:
@@ -209,7 +246,7 @@ class Storage:
                 self._release()
 
     def finish(self, sync: bool = True) -> None:
-        with self.lock:
+        with self._locked():
             for q in range(self.queues):
                 self.flush_queue(q)
             self._release()
