@@ -60,7 +60,8 @@ def put_varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
-def _varint_slow(raw: bytes, pos: int) -> tuple[int, int]:
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (callers inline the one-byte case)."""
     value = shift = 0
     start = pos
     size = len(raw)
@@ -197,7 +198,7 @@ def decode_chunk(raw: bytes, state: State | None) -> tuple[list[PalRecord | NdRe
                           "snapshot's position", 0)
     if vbits > MAX_VAR_BITS:
         raise RecordError(f"variable ids of {vbits} bits, at most {MAX_VAR_BITS}", 1)
-    n, pos = _varint_slow(raw, 2)
+    n, pos = _read_varint(raw, 2)
     code_bytes, bit_bytes = (n + 3) // 4, (n + 7) // 8
     if size - pos < code_bytes + bit_bytes:
         raise RecordError(f"{n} records need {code_bytes + bit_bytes} bytes of codes, {size - pos} left", pos)
@@ -220,7 +221,7 @@ def decode_chunk(raw: bytes, state: State | None) -> tuple[list[PalRecord | NdRe
                 pos += 1
             else:
                 at = pos
-                step, pos = _varint_slow(raw, pos)
+                step, pos = _read_varint(raw, pos)
                 if last_packet + step + 1 >= U64_LIMIT:
                     raise RecordError(f"packet id {last_packet + step + 1} out of range", at)
             last_packet += step + 1
@@ -238,7 +239,7 @@ def decode_chunk(raw: bytes, state: State | None) -> tuple[list[PalRecord | NdRe
             word = raw[pos]
             pos += 1
         else:
-            word, pos = _varint_slow(raw, pos)
+            word, pos = _read_varint(raw, pos)
         var = word & mask
         seq = seqs.get(var, 0) + (word >> vbits) + 1
         if seq >= U64_LIMIT:
@@ -268,7 +269,7 @@ def decode_chunk(raw: bytes, state: State | None) -> tuple[list[PalRecord | NdRe
                 word = raw[pos]
                 pos += 1
             else:
-                word, pos = _varint_slow(raw, pos)
+                word, pos = _read_varint(raw, pos)
             clock += unzigzag(word)
             if not 0 <= clock < U64_LIMIT:
                 raise RecordError(f"clock value {clock} out of range", at)
