@@ -255,9 +255,7 @@ class Recorder:
         self.sched.drain()
         storage = self.storage
         assert storage is not None
-        for q in range(self.cfg.queues):
-            storage.flush_queue(q)
-            storage.logs[q].encoder.restart()  # the snapshot's queue positions start keyframes
+        storage.flush_for_snapshot()
         storage.snapshot_begin(number)
         state = self._state(boundary)
         if not self.scratch:

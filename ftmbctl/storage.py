@@ -175,6 +175,13 @@ class Storage:
         if self.handoff is not None:  # now, while this queue holds no record that is not durable
             self.handoff()
 
+    def flush_for_snapshot(self) -> None:
+        """Flush every queue (they are drained) and make each one's next chunk a keyframe: a
+        snapshot's queue positions are where recovery starts decoding (formats/queue-log.md)."""
+        for q, log in enumerate(self.logs):
+            self.flush_queue(q)
+            log.encoder.restart()
+
     def hold_output(self, q: int, items: list[tuple]) -> None:
         """Hand a packet's outputs to the Output Logger.
 
