@@ -54,8 +54,7 @@ from typing import Any
 from ftmbctl.errors import UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet
 from ftmbctl.middleboxes.options import parse_seconds
-from ftmbctl.middleboxes.packets import (MALFORMED, PROTO_TCP, U16, U32, csum_adjust, delta16, delta32,
-                                         ip_fields, ip_start)
+from ftmbctl.middleboxes.packets import MALFORMED, PROTO_TCP, U16, U32, ip_fields, ip_start, rewrite_ipv4
 from ftmbctl.shared import MISSING
 
 SWEEP_EVERY_S = 1.0
@@ -122,17 +121,8 @@ def _ended(old: Any) -> Any:
 def rewrite(data: bytes, pos: int, l4: int, addr_at: int, new_addr: bytes, port_at: int, new_port: int) -> bytearray:
     """A copy of a TCP/IPv4 frame with the address at ``addr_at`` and the port at ``port_at``
     replaced, the IPv4 header and TCP checksums adjusted incrementally (packets.py)."""
-    out = bytearray(data)
-    d_addr = delta32(U32.unpack_from(data, addr_at)[0], U32.unpack(new_addr)[0])
-    U16.pack_into(out, pos + 10, csum_adjust(U16.unpack_from(data, pos + 10)[0], d_addr))
-    out[addr_at:addr_at + 4] = new_addr
-    d_tcp = d_addr
-    old_port = U16.unpack_from(data, port_at)[0]
-    if new_port != old_port:
-        U16.pack_into(out, port_at, new_port)
-        d_tcp += delta16(old_port, new_port)
-    U16.pack_into(out, l4 + 16, csum_adjust(U16.unpack_from(data, l4 + 16)[0], d_tcp))
-    return out
+    return rewrite_ipv4(data, pos, addr_at, U32.unpack_from(data, addr_at)[0], new_addr, port_at,
+                        U16.unpack_from(data, port_at)[0], new_port, PROTO_TCP, l4)
 
 
 class LoadBalancer(Middlebox):

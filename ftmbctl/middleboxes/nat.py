@@ -72,7 +72,7 @@ from ftmbctl.errors import UsageError
 from ftmbctl.flowhash import ip_offset
 from ftmbctl.middlebox import Middlebox, Option, Packet
 from ftmbctl.middleboxes.options import parse_new_tcp, parse_port, parse_seconds
-from ftmbctl.middleboxes.packets import U16, U32, csum_adjust, delta16, delta32
+from ftmbctl.middleboxes.packets import U16, U32, rewrite_ipv4
 from ftmbctl.shared import MISSING
 
 _DEFAULT_INSIDE = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
@@ -82,7 +82,6 @@ _DEFAULT_PUBLIC_IP = "100.64.0.1"
 
 TCP, UDP, ICMP = 6, 17, 1
 _L4_HEADER = {TCP: 20, UDP: 8, ICMP: 8}  # bytes that must be present to translate
-_CSUM_AT = {TCP: 16, UDP: 6, ICMP: 2}  # checksum offset in the L4 header
 _PASSED = ("non_ip", "ipv6", "inside", "outside", "multicast")
 _OUT, _IN_PUBLIC, _IN_INSIDE = 1, 2, 3
 
@@ -284,7 +283,7 @@ class Nat(Middlebox):
             got = self._outbound(ctx, proto, socket.inet_ntoa(data[pos + 12:pos + 16]), port, now, may_create)
             if got.__class__ is str:
                 return self._drop(ctx, got)
-            ctx.emit(_rewrite(data, pos, pos + 12, src, self._pub_bytes, port_at, port, got, proto, l4))
+            ctx.emit(rewrite_ipv4(data, pos, pos + 12, src, self._pub_bytes, port_at, port, got, proto, l4))
             ctx.add(self.translated_out)
             return
         if direction == _IN_PUBLIC:
@@ -294,7 +293,7 @@ class Nat(Middlebox):
             if now - entry[2] > self._timeout:
                 return self._drop(ctx, "expired")
             new_dst = socket.inet_aton(entry[0])
-            ctx.emit(_rewrite(data, pos, pos + 16, dst, new_dst, port_at, port, entry[1], proto, l4))
+            ctx.emit(rewrite_ipv4(data, pos, pos + 16, dst, new_dst, port_at, port, entry[1], proto, l4))
             ctx.add(self.translated_in)
             return
         # _IN_INSIDE: a reply that the capture shows after translation.
@@ -333,31 +332,3 @@ class Nat(Middlebox):
             ctx.update(self.ports, (proto, public), _release(serial))
             seen = won
         return "contention"
-
-
-def _rewrite(data: bytes, pos: int, addr_at: int, old_addr: int, new_addr: bytes, port_at: int,
-             old_port: int, new_port: int, proto: int, l4: int) -> bytearray:
-    """A copy of ``data`` with one IPv4 address and one port (or echo id) replaced, checksums adjusted.
-
-    ``pos`` is where the IP header starts. TCP and UDP checksums cover the address through the
-    pseudo-header; ICMP's does not.
-    """
-    out = bytearray(data)
-    ip_csum_at = pos + 10
-    d_addr = delta32(old_addr, U32.unpack(new_addr)[0])
-    U16.pack_into(out, ip_csum_at, csum_adjust(U16.unpack_from(data, ip_csum_at)[0], d_addr))
-    out[addr_at:addr_at + 4] = new_addr
-    U16.pack_into(out, port_at, new_port)
-    d_l4 = delta16(old_port, new_port)
-    csum_at = l4 + _CSUM_AT[proto]
-    old_sum = U16.unpack_from(data, csum_at)[0]
-    if proto == UDP:
-        if old_sum == 0:  # no checksum was sent: stays so
-            return out
-        new_sum = csum_adjust(old_sum, d_addr + d_l4) or 0xFFFF
-    elif proto == TCP:
-        new_sum = csum_adjust(old_sum, d_addr + d_l4)
-    else:
-        new_sum = csum_adjust(old_sum, d_l4)
-    U16.pack_into(out, csum_at, new_sum)
-    return out

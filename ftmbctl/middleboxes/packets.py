@@ -31,6 +31,7 @@ MALFORMED = -1  # ip_fields: the link layer says IP but the IP header cannot be 
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6 = 1, 6, 17, 58
 _PORT_PROTOCOLS = frozenset((6, 17, 132, 33, 136))  # TCP, UDP, SCTP, DCCP, UDP-Lite
 _IPV6_EXTENSIONS = frozenset((0, 43, 60, 51))  # hop-by-hop, routing, destination options, AH
+_CSUM_AT = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2}  # checksum offset in the L4 header
 
 
 def ip_start(linktype: int, data: bytes) -> int:
@@ -63,6 +64,34 @@ def csum_adjust(csum: int, delta: int) -> int:
     if s == 0:
         s = 0xFFFF
     return ~s & 0xFFFF
+
+
+def rewrite_ipv4(data: bytes, pos: int, addr_at: int, old_addr: int, new_addr: bytes, port_at: int,
+                 old_port: int, new_port: int, proto: int, l4: int) -> bytearray:
+    """A copy of ``data`` with one IPv4 address and one port (or echo id) replaced, checksums adjusted.
+
+    ``pos`` is where the IP header starts. TCP and UDP checksums cover the address through the
+    pseudo-header; ICMP's does not.
+    """
+    out = bytearray(data)
+    ip_csum_at = pos + 10
+    d_addr = delta32(old_addr, U32.unpack(new_addr)[0])
+    U16.pack_into(out, ip_csum_at, csum_adjust(U16.unpack_from(data, ip_csum_at)[0], d_addr))
+    out[addr_at:addr_at + 4] = new_addr
+    U16.pack_into(out, port_at, new_port)
+    d_l4 = delta16(old_port, new_port)
+    csum_at = l4 + _CSUM_AT[proto]
+    old_sum = U16.unpack_from(data, csum_at)[0]
+    if proto == PROTO_UDP:
+        if old_sum == 0:  # no checksum was sent: stays so
+            return out
+        new_sum = csum_adjust(old_sum, d_addr + d_l4) or 0xFFFF
+    elif proto == PROTO_TCP:
+        new_sum = csum_adjust(old_sum, d_addr + d_l4)
+    else:
+        new_sum = csum_adjust(old_sum, d_l4)
+    U16.pack_into(out, csum_at, new_sum)
+    return out
 
 
 def internet_checksum(data: bytes) -> int:

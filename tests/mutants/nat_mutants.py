@@ -22,8 +22,8 @@ from typing import Any
 from ftmbctl.flowhash import ip_offset
 from ftmbctl.middlebox import Packet
 from ftmbctl.middleboxes.nat import (_IN_INSIDE, _IN_PUBLIC, _L4_HEADER, _OUT, ICMP, TCP, Nat, _alive,
-                                     _allocator, _install, _forget, _refresh_any, _refresh_own, _release, _rewrite)
-from ftmbctl.middleboxes.packets import U16, U32, csum_adjust, delta16
+                                     _allocator, _install, _forget, _refresh_any, _refresh_own, _release)
+from ftmbctl.middleboxes.packets import U16, U32, csum_adjust, delta16, rewrite_ipv4
 from ftmbctl.shared import MISSING
 
 
@@ -113,7 +113,7 @@ class _HookedNat(Nat):
             got = self._outbound(ctx, proto, socket.inet_ntoa(data[pos + 12:pos + 16]), port, now, may_create)
             if got.__class__ is str:
                 return self._drop(ctx, got)
-            frame = _rewrite(data, pos, pos + 12, src, self._pub_bytes, port_at, port, got, proto, l4)
+            frame = rewrite_ipv4(data, pos, pos + 12, src, self._pub_bytes, port_at, port, got, proto, l4)
             # The flow of the frame as it came in: (proto, inside address, outside address, ports or echo id).
             flow = (proto, src, dst, port if proto == ICMP else U32.unpack_from(data, l4)[0])
             ctx.emit(self._finish_outbound(ctx, frame, pos, flow))
@@ -126,7 +126,7 @@ class _HookedNat(Nat):
             if now - entry[2] > self._timeout:
                 return self._drop(ctx, "expired")
             new_dst = socket.inet_aton(entry[0])
-            ctx.emit(_rewrite(data, pos, pos + 16, dst, new_dst, port_at, port, entry[1], proto, l4))
+            ctx.emit(rewrite_ipv4(data, pos, pos + 16, dst, new_dst, port_at, port, entry[1], proto, l4))
             ctx.add(self.translated_in)
             return
         seen = ctx.get(self.mappings, (proto, socket.inet_ntoa(data[pos + 16:pos + 20]), port))
