@@ -69,7 +69,7 @@ from ftmbctl.errors import BadInput, UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet, input_file
 from ftmbctl.middleboxes.options import parse_new_tcp, parse_seconds
 from ftmbctl.middleboxes.packets import (MALFORMED, NON_IP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, U16,
-                                         ip_fields, ip_start)
+                                         ip_fields, ip_start, ipv6_transport)
 
 DEFAULT_RULES = """\
 allow any 10.0.0.0/8 any
@@ -81,7 +81,6 @@ allow any [fc00::/7] any
 SWEEP_EVERY_S = 1.0  # how often (clock seconds) a queue drops idle entries from its table
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _L4_HEADER = {PROTO_TCP: 20, PROTO_UDP: 8}
-_IPV6_EXTENSIONS = frozenset((0, 43, 60, 51))  # hop-by-hop, routing, destination options, AH
 _PROTO_NAMES = {"tcp": (PROTO_TCP,), "udp": (PROTO_UDP,), "icmp": (PROTO_ICMP, PROTO_ICMPV6), "any": None}
 _REOPENABLE = frozenset(("time_wait", "closed"))
 
@@ -207,19 +206,12 @@ def read_rules(path: str) -> tuple[Rule, ...]:
 def transport(data: bytes, pos: int, version: int) -> tuple[int, bool]:
     """(offset of the transport header, fragmented) of a frame ``ip_fields`` parsed as IP.
 
-    The offset is -1 when an IPv6 extension chain is cut by the capture. (``ip_fields`` walks the
-    same chain but returns no offset.)
+    The offset is -1 when an IPv6 extension chain is cut by the capture.
     """
     if version == 4:
         return pos + (data[pos] & 0x0F) * 4, bool(U16.unpack_from(data, pos + 6)[0] & 0x3FFF)
-    proto, l4 = data[pos + 6], pos + 40
-    while proto in _IPV6_EXTENSIONS or proto == 44:
-        if len(data) < l4 + 8:
-            return -1, False
-        if proto == 44:
-            return l4 + 8, bool(U16.unpack_from(data, l4 + 2)[0] & 0xFFF9)
-        proto, l4 = data[l4], l4 + ((data[l4 + 1] + 2) * 4 if proto == 51 else (data[l4 + 1] + 1) * 8)
-    return l4, False
+    _proto, l4, fragment = ipv6_transport(data, pos)
+    return l4, bool(fragment)
 
 
 def tcp_next(state: str, fins: int, flags: int, forward: bool) -> tuple[str, int]:

@@ -66,7 +66,8 @@ from typing import Any, Sequence
 from ftmbctl.errors import BadInput, UsageError
 from ftmbctl.middlebox import Middlebox, Option, Packet, input_file
 from ftmbctl.middleboxes.options import parse_bool, parse_count, parse_positive, parse_seconds
-from ftmbctl.middleboxes.packets import MALFORMED, NON_IP, U16, U32, address_text, ip_fields, ip_start
+from ftmbctl.middleboxes.packets import (MALFORMED, NON_IP, U16, U32, address_text, ip_fields, ip_start,
+                                         ipv6_transport)
 
 # Classic payload signatures: file disclosure, shells, injection, Log4Shell, Shellshock, a NOP sled.
 DEFAULT_SIGNATURES = (
@@ -78,7 +79,6 @@ TCP, UDP = 6, 17
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _SEQ_MOD = 1 << 32
 _HALF = 1 << 31
-_IPV6_EXTENSIONS = frozenset((0, 43, 60, 51))  # hop-by-hop, routing, destination options, AH
 _HEX2 = re.compile(r"[0-9a-fA-F]{2}")
 _STATS = ("segments", "in_order", "overlap", "gap", "late", "retransmitted", "truncated", "fragments", "evicted")
 
@@ -227,13 +227,11 @@ def _transport(linktype: int, data: bytes) -> Any:
     else:
         plen = U16.unpack_from(data, pos + 4)[0]
         total = 40 + plen if plen else size - pos  # 0: a jumbogram, whose length is elsewhere
-        nxt, l4 = data[pos + 6], pos + 40
-        while nxt in _IPV6_EXTENSIONS or nxt == 44:
-            if size < l4 + 8:
-                return MALFORMED if proto in (TCP, UDP) else None
-            if nxt == 44:
-                return "fragment" if proto in (TCP, UDP) else None
-            nxt, l4 = data[l4], l4 + ((data[l4 + 1] + 2) * 4 if nxt == 51 else (data[l4 + 1] + 1) * 8)
+        _nxt, l4, fragment = ipv6_transport(data, pos)
+        if l4 < 0:
+            return MALFORMED if proto in (TCP, UDP) else None
+        if fragment is not None:  # any fragment header, atomic ones too
+            return "fragment" if proto in (TCP, UDP) else None
     if proto not in (TCP, UDP):
         return None
     real_end = pos + total

@@ -134,19 +134,10 @@ def ip_fields(linktype: int, data: bytes) -> tuple[int, int, bytes, bytes, int, 
     elif version == 6:
         if size < pos + 40:
             return MALFORMED, 0, b"", b"", 0, 0
-        proto = data[pos + 6]
         src, dst = data[pos + 8:pos + 24], data[pos + 24:pos + 40]
-        l4 = pos + 40
-        fragmented = 0
-        while proto in _IPV6_EXTENSIONS or proto == 44:
-            if size < l4 + 8:
-                return 6, proto, src, dst, 0, 0  # extension chain cut by the snap length
-            if proto == 44:  # fragment header: ports only in the first fragment
-                fragmented = U16.unpack_from(data, l4 + 2)[0] & 0xFFF9
-                proto = data[l4]
-                l4 += 8
-                break
-            proto, l4 = data[l4], l4 + ((data[l4 + 1] + 2) * 4 if proto == 51 else (data[l4 + 1] + 1) * 8)
+        proto, l4, fragmented = ipv6_transport(data, pos)
+        if l4 < 0:
+            return 6, proto, src, dst, 0, 0  # extension chain cut by the snap length
     else:
         return MALFORMED, 0, b"", b"", 0, 0
     sport = dport = 0
@@ -158,6 +149,24 @@ def ip_fields(linktype: int, data: bytes) -> tuple[int, int, bytes, bytes, int, 
             if size >= l4 + 6:
                 sport = dport = U16.unpack_from(data, l4 + 4)[0]
     return version, proto, src, dst, sport, dport
+
+
+def ipv6_transport(data: bytes, pos: int) -> tuple[int, int, int | None]:
+    """``(protocol, offset, fragment)`` of what follows the extension headers of the IPv6 header
+    at ``pos`` (which must be whole).
+
+    The offset is -1 when the capture cuts the extension chain; the protocol is then the header it
+    stops in. ``fragment`` is None without a fragment header, else its offset and M bits: 0 for
+    an atomic fragment, anything else for a real fragment (whose ports, if any, are in the first
+    fragment only)."""
+    proto, l4 = data[pos + 6], pos + 40
+    while proto in _IPV6_EXTENSIONS or proto == 44:
+        if len(data) < l4 + 8:
+            return proto, -1, None
+        if proto == 44:
+            return data[l4], l4 + 8, U16.unpack_from(data, l4 + 2)[0] & 0xFFF9
+        proto, l4 = data[l4], l4 + ((data[l4 + 1] + 2) * 4 if proto == 51 else (data[l4 + 1] + 1) * 8)
+    return proto, l4, None
 
 
 def address_text(addr: bytes) -> str:
