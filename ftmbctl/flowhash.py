@@ -66,6 +66,24 @@ def ip_offset(linktype: int, data: bytes) -> tuple[int, bytes]:
     return -1, b""
 
 
+def ipv6_transport(data: bytes, pos: int) -> tuple[int, int, int | None]:
+    """``(protocol, offset, fragment)`` of what follows the extension headers of the IPv6 header
+    at ``pos`` (which must be whole).
+
+    The offset is -1 when the capture cuts the extension chain; the protocol is then the header it
+    stops in. ``fragment`` is None without a fragment header, else its offset and M bits: 0 for
+    an atomic fragment, anything else for a real fragment (whose ports, if any, are in the first
+    fragment only)."""
+    proto, l4 = data[pos + 6], pos + 40
+    while proto in _IPV6_EXTENSIONS or proto == 44:
+        if len(data) < l4 + 8:
+            return proto, -1, None
+        if proto == 44:
+            return data[l4], l4 + 8, _U16.unpack_from(data, l4 + 2)[0] & 0xFFF9
+        proto, l4 = data[l4], l4 + ((data[l4 + 1] + 2) * 4 if proto == 51 else (data[l4 + 1] + 1) * 8)
+    return proto, l4, None
+
+
 def flow_key(linktype: int, data: bytes) -> bytes | None:
     """The direction-independent flow key of a frame, or None for non-IP frames."""
     pos, tags = ip_offset(linktype, data)
@@ -83,20 +101,11 @@ def flow_key(linktype: int, data: bytes) -> bytes | None:
     elif version == 6:
         if len(data) < pos + 40:
             return None
-        proto = data[pos + 6]
         src, dst = data[pos + 8:pos + 24], data[pos + 24:pos + 40]
-        l4 = pos + 40
-        fragmented = 0
-        while proto in _IPV6_EXTENSIONS or proto == 44:
-            if len(data) < l4 + 8:
-                return None
-            if proto == 44:  # fragment header
-                fragmented = 1
-                proto = data[l4]
-                l4 += 8
-                break
-            proto, length = data[l4], (data[l4 + 1] + 1) * 8 if proto != 51 else (data[l4 + 1] + 2) * 4
-            l4 += length
+        proto, l4, fragment = ipv6_transport(data, pos)
+        if l4 < 0:
+            return None
+        fragmented = fragment is not None  # any fragment header, atomic ones too
     else:
         return None
     sport = dport = 0

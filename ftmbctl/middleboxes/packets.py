@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from ftmbctl.flowhash import ip_offset
+from ftmbctl.flowhash import ip_offset, ipv6_transport
 
 U16 = struct.Struct("!H")
 U32 = struct.Struct("!I")
@@ -30,7 +30,6 @@ MALFORMED = -1  # ip_fields: the link layer says IP but the IP header cannot be 
 
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6 = 1, 6, 17, 58
 _PORT_PROTOCOLS = frozenset((6, 17, 132, 33, 136))  # TCP, UDP, SCTP, DCCP, UDP-Lite
-_IPV6_EXTENSIONS = frozenset((0, 43, 60, 51))  # hop-by-hop, routing, destination options, AH
 _CSUM_AT = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2}  # checksum offset in the L4 header
 
 
@@ -149,24 +148,6 @@ def ip_fields(linktype: int, data: bytes) -> tuple[int, int, bytes, bytes, int, 
             if size >= l4 + 6:
                 sport = dport = U16.unpack_from(data, l4 + 4)[0]
     return version, proto, src, dst, sport, dport
-
-
-def ipv6_transport(data: bytes, pos: int) -> tuple[int, int, int | None]:
-    """``(protocol, offset, fragment)`` of what follows the extension headers of the IPv6 header
-    at ``pos`` (which must be whole).
-
-    The offset is -1 when the capture cuts the extension chain; the protocol is then the header it
-    stops in. ``fragment`` is None without a fragment header, else its offset and M bits: 0 for
-    an atomic fragment, anything else for a real fragment (whose ports, if any, are in the first
-    fragment only)."""
-    proto, l4 = data[pos + 6], pos + 40
-    while proto in _IPV6_EXTENSIONS or proto == 44:
-        if len(data) < l4 + 8:
-            return proto, -1, None
-        if proto == 44:
-            return data[l4], l4 + 8, U16.unpack_from(data, l4 + 2)[0] & 0xFFF9
-        proto, l4 = data[l4], l4 + ((data[l4 + 1] + 2) * 4 if proto == 51 else (data[l4 + 1] + 1) * 8)
-    return proto, l4, None
 
 
 def address_text(addr: bytes) -> str:
