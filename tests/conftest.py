@@ -8,6 +8,7 @@ bundled files cannot change it under a test that records it twice.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ if str(ROOT) not in sys.path:  # plain `pytest` from elsewhere: make the package
     sys.path.insert(0, str(ROOT))
 
 from ftmbctl.errors import FtmbError  # noqa: E402
-from ftmbctl.pcapio import iter_packets  # noqa: E402
+from ftmbctl.pcapio import iter_packets, write_pcap  # noqa: E402
 from runreader import read_run as _read_run  # noqa: E402
 
 TRACES = ROOT / "traces"
@@ -49,6 +50,21 @@ def _trace(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _trace("small.pcap", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def small_trace_head(small_trace: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``small_trace_head(n) -> Path``: a pcap of the first ``n`` packets of ``small_trace``,
+    written once per ``n`` for the whole session."""
+    heads: dict[int, Path] = {}
+
+    def head(n: int) -> Path:
+        if n not in heads:
+            path = tmp_path_factory.mktemp("head") / f"first-{n}.pcap"
+            assert write_pcap(path, itertools.islice(iter_packets(small_trace), n)) == n
+            heads[n] = path
+        return heads[n]
+    return head
 
 
 @pytest.fixture(scope="session")

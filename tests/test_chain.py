@@ -18,7 +18,7 @@ from ftmbctl.direct import run_direct
 from ftmbctl.errors import BadInput, UsageError
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
 from ftmbctl.middleboxes.chain import Chain, PrefixedShared
-from ftmbctl.pcapio import iter_packets, write_pcap
+from ftmbctl.pcapio import iter_packets
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.rundir import RunDir
 from ftmbctl.shared import SharedState
@@ -53,10 +53,8 @@ def packets(small_trace: Path) -> list[Packet]:
 
 
 @pytest.fixture(scope="module")
-def trace(small_trace: Path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("trace") / "first.pcap"
-    assert write_pcap(path, itertools.islice(iter_packets(small_trace), PACKETS)) == PACKETS
-    return path
+def trace(small_trace_head) -> Path:
+    return small_trace_head(PACKETS)
 
 
 def one_after_the_other(members: list[Middlebox], packets: list[Packet]):

@@ -10,7 +10,6 @@ own files, the failure-free run's outputs, or a second recovery.
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 from pathlib import Path
@@ -23,7 +22,6 @@ from typer.testing import CliRunner
 from ftmbctl import records as rec
 from ftmbctl.cli import app
 from ftmbctl.crash import CLEAN, TORN, CrashPoint, can_tear, image_spec, image_view, write_image
-from ftmbctl.pcapio import iter_packets, write_pcap
 from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import Recovery, RecoveryResult, arrivals_from_log, arrivals_from_trace, recover
@@ -44,10 +42,8 @@ ENV = {"COLUMNS": "120", "NO_COLOR": "1"}
 # ---------------------------------------------------------------- fixtures and helpers
 
 @pytest.fixture(scope="module")
-def trace(small_trace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trace") / "first.pcap"
-    assert write_pcap(path, itertools.islice(iter_packets(small_trace), PACKETS)) == PACKETS
-    return path
+def trace(small_trace_head) -> Path:
+    return small_trace_head(PACKETS)
 
 
 @pytest.fixture(scope="module")

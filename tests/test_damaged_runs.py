@@ -51,7 +51,6 @@ from ftmbctl import records as rec
 from ftmbctl.cli import app
 from ftmbctl.errors import DamagedRun
 from ftmbctl.manifest import read_manifest
-from ftmbctl.pcapio import iter_packets, write_pcap
 from ftmbctl.queuelog import QueueDecoder, QueueEncoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.rundir import RunDir, log_kind, open_log
@@ -189,10 +188,9 @@ def _pick_image_event(run: RunDir) -> tuple[int, dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def world(small_trace: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(small_trace_head, tmp_path_factory: pytest.TempPathFactory) -> World:
     base = tmp_path_factory.mktemp("damaged-runs")
-    trace = base / "first.pcap"
-    assert write_pcap(trace, itertools.islice(iter_packets(small_trace), PACKETS)) == PACKETS
+    trace = small_trace_head(PACKETS)
     runs = {}
     for seed in (SEED, OTHER_SEED):
         out = base / f"run-seed{seed}"
@@ -381,7 +379,6 @@ def test_damaged_manifest_of_a_run_directory_is_reported_or_harmless(world: Worl
     inconsistency of the middlebox) for a damaged manifest."""
     path = world.run / "manifest.json"
     data = path.read_bytes()
-    original = json.loads(data)
     rng = case_rng("run", "manifest.json", damage)
     variants: list[tuple[str, bytes | None]] = []
     if damage == "truncate":

@@ -12,7 +12,6 @@ drops bursts of the busy /24s, the load balancer spreads the connections to one 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import random
 import re
 from collections import Counter
@@ -25,7 +24,7 @@ import pytest
 
 from ftmbctl.direct import run_direct
 from ftmbctl.middlebox import Packet, build_middlebox
-from ftmbctl.pcapio import iter_packets, write_pcap
+from ftmbctl.pcapio import iter_packets
 from ftmbctl.record import RecordConfig, RecordResult, record
 from ftmbctl.rundir import RunDir
 from ftmbctl.verify import SweepConfig, SweepReport, sweep
@@ -44,12 +43,10 @@ LB = "ftmbctl.middleboxes.lb:LoadBalancer"
 
 
 @pytest.fixture(scope="module")
-def cut_trace(small_trace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cut_trace(small_trace: Path, small_trace_head) -> Path:
     if small_trace.name != "small.pcap":
         pytest.skip("the options below are made for the bundled traces/small.pcap")
-    path = tmp_path_factory.mktemp("cut") / "small-150.pcap"
-    assert write_pcap(path, itertools.islice(iter_packets(small_trace), CUT)) == CUT
-    return path
+    return small_trace_head(CUT)
 
 
 @pytest.fixture(scope="module")

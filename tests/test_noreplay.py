@@ -7,7 +7,6 @@ this design can break.
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,6 @@ from typer.testing import CliRunner
 from ftmbctl import records as rec
 from ftmbctl.cli import app
 from ftmbctl.crash import CrashPoint, image_spec, write_image
-from ftmbctl.pcapio import iter_packets, write_pcap
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import arrivals_from_log, recover
 from ftmbctl.rundir import RunDir
@@ -32,10 +30,8 @@ ENV = {"COLUMNS": "120", "NO_COLOR": "1"}
 
 
 @pytest.fixture(scope="module")
-def trace(small_trace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trace") / "first.pcap"
-    assert write_pcap(path, itertools.islice(iter_packets(small_trace), PACKETS)) == PACKETS
-    return path
+def trace(small_trace_head) -> Path:
+    return small_trace_head(PACKETS)
 
 
 @pytest.fixture(scope="module")

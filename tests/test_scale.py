@@ -104,9 +104,9 @@ def test_chunk_index_starts_a_reader_at_the_chunk_holding_a_record(run: Path) ->
     log = rundir.log("input.log")
     chunks = [(c.offset, c.first_seq, c.count) for c in log.chunks()]
     assert list(index.offsets) == [c[0] for c in chunks] and index.records == sum(c[2] for c in chunks)
-    for record in range(index.records):
-        first = next(log.chunks(*index.locate(record)))
-        assert first.first_seq <= record < first.first_seq + first.count
+    for seq in range(index.records):
+        first = next(log.chunks(*index.locate(seq)))
+        assert first.first_seq <= seq < first.first_seq + first.count
     assert [c.offset for c in log.chunks(*index.locate(index.records + 5))] == [chunks[-1][0]]
 
 
