@@ -6,6 +6,8 @@
 ``body`` is the lz4 block of the codec encoding (codec.py) of the state dict. A snapshot is
 written to ``<name>.tmp``, fsynced and renamed, so a crash while it is written leaves only a
 ``.tmp`` file, which readers never open; a file whose length or checksum is wrong is rejected.
+Version 2 added the codec's bytearray tag; version 1 files (the same grammar without it) are read
+too. State the codec refuses is reported as ``MiddleboxStateError``, naming where it sits.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from typing import Any
 import lz4.block
 
 from ftmbctl import codec
-from ftmbctl.errors import DamagedRun
+from ftmbctl.errors import DamagedRun, MiddleboxStateError
 
 MAGIC = b"FTMS"
-VERSION = 1
+VERSION = 2  # 2: the codec's bytearray tag "B" (formats/snapshot.md)
+READS = (1, 2)  # a version 1 body is a version 2 body that holds no bytearray
 HEADER = struct.Struct("<4sHH16sIIIIII")
-FLAG_FINAL = 1
-MAX_STATE = 1 << 30  # a snapshot claiming more state than this is not one ftmbctl wrote  # the failure-free run's final state (reference.snap), not a periodic snapshot
+FLAG_FINAL = 1  # the failure-free run's final state (reference.snap), not a periodic snapshot
+MAX_STATE = 1 << 30  # a snapshot claiming more state than this is not one ftmbctl wrote
 
 
 def snapshot_name(number: int) -> str:
@@ -34,11 +37,32 @@ def snapshot_name(number: int) -> str:
 
 
 def encode_snapshot(run_id: bytes, number: int, boundary: int, state: dict[str, Any], flags: int = 0) -> bytes:
-    raw = codec.encode(state)
+    try:
+        raw = codec.encode(state)
+    except codec.UnstorableValue as exc:
+        which = "the final snapshot (reference.snap)" if flags & FLAG_FINAL else f"snapshot {number}"
+        raise MiddleboxStateError(f"{which}: {_describe(state, exc)}") from None
     body = lz4.block.compress(raw, store_size=False)
     head = HEADER.pack(MAGIC, VERSION, flags, run_id, number, boundary, len(body), len(raw), zlib.crc32(body), 0)
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     return head + body
+
+
+def _describe(state: dict[str, Any], exc: codec.UnstorableValue) -> str:
+    """Where a refused value sits, in the words of the state dict (formats/snapshot.md): ``queue Q
+    local state [...]``, ``shared variable NAME`` (``key K`` for a map entry), else the field."""
+    path = exc.path
+    top = path[0][1] if path and path[0][0] == "value" else None
+    if top == "local" and len(path) >= 2 and path[1][0] == "index":
+        return exc.describe(f"queue {path[1][1]} local state", path[2:])
+    if top == "shared" and len(path) >= 3 and path[1][0] == "index" and path[2] == ("index", 3):
+        name, kind = state["shared"][path[1][1]][:2]
+        rest = path[3:]
+        if kind == "map" and rest and rest[0][0] == "value":  # an entry's value: name the entry's key
+            where = f"shared variable {name!r} key {codec.short_repr(rest[0][1])}"
+            return exc.describe(where + (" value" if len(rest) > 1 else ""), rest[1:], "holds")
+        return exc.describe(f"shared variable {name!r}", rest, "holds")
+    return exc.describe("state", path)
 
 
 def write_atomically(path: Path, data: bytes, sync: bool = True) -> None:
@@ -79,8 +103,8 @@ def decode_snapshot(path: Path, data: bytes, run_id: bytes | None = None) -> Sna
         raise DamagedRun(f"{path}: not an ftmbctl snapshot (starts with {data[:4].hex()})")
     if zlib.crc32(data[:HEADER.size - 4]) != head_crc:
         raise DamagedRun(f"{path}: snapshot header checksum mismatch at byte 0")
-    if version != VERSION:
-        raise DamagedRun(f"{path}: snapshot format version {version}, this ftmbctl reads version {VERSION}")
+    if version not in READS:
+        raise DamagedRun(f"{path}: snapshot format version {version}, this ftmbctl reads versions 1 and 2")
     if run_id is not None and got_run != run_id:
         raise DamagedRun(f"{path}: belongs to run {got_run.hex()}, not to this run ({run_id.hex()})")
     body = data[HEADER.size:]

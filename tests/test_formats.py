@@ -56,7 +56,7 @@ def _spec_blocks() -> dict[str, dict[str, tuple[str, str]]]:
 
 BLOCKS = _spec_blocks()
 REQUIRED = {"file-header", "chunk", "log-file", "input-record", "queue-chunk", "output-record",
-            "timeline-event", "codec-value", "snapshot-file"}
+            "timeline-event", "codec-value", "codec-bytearray", "snapshot-file"}
 
 
 def parse_hex(text: str) -> bytes:
@@ -85,8 +85,8 @@ def to_typed(value: Any) -> Any:
         return {"float": value}
     if kind is str:
         return {"str": value}
-    if kind is bytes:
-        return {"bytes": value.hex()}
+    if kind in (bytes, bytearray):
+        return {kind.__name__: value.hex()}
     if kind in (tuple, list):
         return {kind.__name__: [to_typed(v) for v in value]}
     if kind is dict:
@@ -104,6 +104,8 @@ def from_typed(typed: Any) -> Any:
         return inner
     if name == "bytes":
         return bytes.fromhex(inner)
+    if name == "bytearray":
+        return bytearray.fromhex(inner)
     if name == "tuple":
         return tuple(from_typed(v) for v in inner)
     if name == "list":
@@ -228,7 +230,8 @@ def _snapshot_file(data: bytes, _tmp: Path) -> tuple[Any, bytes]:
 DECODERS: dict[str, Callable[[bytes, Path], tuple[Any, bytes]]] = {
     "file-header": _file_header, "chunk": _chunk, "log-file": _log_file, "input-record": _input_record,
     "queue-chunk": _queue_chunk, "output-record": _output_record,
-    "timeline-event": _timeline_event, "codec-value": _codec_value, "snapshot-file": _snapshot_file,
+    "timeline-event": _timeline_event, "codec-value": _codec_value, "codec-bytearray": _codec_value,
+    "snapshot-file": _snapshot_file,
 }
 
 
@@ -331,7 +334,7 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(1 << 
                     st.floats(allow_nan=False), st.text(max_size=12), st.binary(max_size=12))
 hashables = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3).map(tuple), max_leaves=6)
 codec_values = st.recursive(
-    st.one_of(scalars, st.floats()),
+    st.one_of(scalars, st.floats(), st.binary(max_size=12).map(bytearray)),  # bytearray: unhashable
     lambda inner: st.one_of(
         st.lists(inner, max_size=4), st.lists(inner, max_size=4).map(tuple),
         st.dictionaries(hashables, inner, max_size=4),
@@ -362,11 +365,16 @@ def test_codec_values_round_trip(value: Any) -> None:
     assert codec.encode(back) == data
 
 
-def test_codec_turns_bytearray_into_bytes_and_refuses_other_types() -> None:
-    assert codec.decode(codec.encode(bytearray(b"ab"))) == b"ab"
+def test_codec_keeps_bytearray_and_refuses_other_types() -> None:
+    back = codec.decode(codec.encode(bytearray(b"ab")))
+    assert type(back) is bytearray and back == b"ab"
+    assert type(codec.decode(codec.encode(b"ab"))) is bytes
     for bad in (object(), 1j, range(3), memoryview(b"x")):
-        with pytest.raises(TypeError):
+        with pytest.raises(codec.UnstorableValue):
             codec.encode(bad)
+    for tag in (b"e", b"E"):  # a bytearray is unhashable: never a set member
+        with pytest.raises(codec.CodecError, match="unhashable set member"):
+            codec.decode(tag + b"\x01B\x00")
 
 
 @FUZZ
@@ -625,6 +633,25 @@ def test_snapshot_header_fields_and_final_flag() -> None:
         decode_snapshot(VECTOR_PATH, head + struct.pack("<I", zlib.crc32(head)) + packed)
 
 
+def test_version_1_snapshots_are_still_read() -> None:
+    """Version 2 only added the bytearray tag: the spec's file with version 1 in its header (and
+    the header CRC redone) decodes to the same state; versions 0 and 3 are refused."""
+    current = vector("snapshot-file")
+    want = decode_snapshot(VECTOR_PATH, current, RUN_ID).state
+    for version in (0, 1, 3):
+        head = bytearray(current[:HEADER.size])
+        head[4:6] = struct.pack("<H", version)
+        head[44:48] = struct.pack("<I", zlib.crc32(bytes(head[:44])))
+        data = bytes(head) + current[HEADER.size:]
+        if version == 1:
+            assert strict(decode_snapshot(VECTOR_PATH, data, RUN_ID).state) == strict(want)
+            continue
+        with pytest.raises(DamagedRun) as info:
+            decode_snapshot(VECTOR_PATH, data, RUN_ID)
+        assert str(info.value) == (f"{VECTOR_PATH}: snapshot format version {version}, "
+                                   "this ftmbctl reads versions 1 and 2")
+
+
 @FUZZ
 @given(st.dictionaries(st.text(max_size=8), codec_values, max_size=5), u32, u32)
 def test_snapshots_round_trip(state: dict, number: int, boundary: int) -> None:
@@ -678,7 +705,7 @@ def test_recorded_run_matches_the_specs(tmp_path: Path) -> None:
         assert entry == {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     assert set(manifest) == {"format_version", "ftmbctl_version", "complete", "run_id", "mode", "trace",
                              "middlebox", "queues", "scheduler", "seed", "snapshot_every", "flush_every",
-                             "variables", "files", "stats"}
+                             "variables", "python_hash_seed", "files", "stats"}
     assert manifest["complete"] is True and manifest["stats"]["packets_in"] == 23
 
     def log(name: str, kind: int, aux: int) -> list:
