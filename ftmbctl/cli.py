@@ -317,21 +317,42 @@ def verify(
     from ftmbctl.report import report_json, report_junit
     from ftmbctl.verify import load_report
 
-    report = load_report(run)
-    if report is None:
-        render.note(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
-        report = _run_sweep(run, _sweep_config([], None, None, 1, False, False, jobs, None))
+    try:
+        report = load_report(run)
+        if report is None:
+            render.note(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
+            report = _run_sweep(run, _sweep_config([], None, None, 1, False, False, jobs, None))
+    except FtmbError as exc:
+        if junit is not None:  # CI's reporter gets a file that says why there is no verdict
+            _write_junit_error(junit, run, exc)
+        raise
     if junit is not None:
-        try:
-            junit.write_text(report_junit(report))
-        except OSError as exc:
-            _fail(f"{junit}: cannot write the JUnit file ({exc.strerror})", 2)
+        _write_junit(junit, report_junit(report))
     if json_out:
         print(report_json(report))
     else:
         render.print_sweep(report)
     if not report.consistent:
         raise typer.Exit(1)
+
+
+def _write_junit(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{path}: cannot write the JUnit file ({exc.strerror})", 2)
+
+
+def _write_junit_error(path: Path, run: Path, exc: FtmbError) -> None:
+    """One test case holding one ``<error>``: the sentence the user sees. If even that cannot be
+    written, the run's error is still the one reported (a warning says why the file is missing)."""
+    from ftmbctl import render
+    from ftmbctl.report import error_junit
+
+    try:
+        path.write_text(error_junit(str(run), str(exc), type(exc).__name__), encoding="utf-8")
+    except OSError as err:
+        render.note(f"warning: {path}: cannot write the JUnit file ({err.strerror})")
 
 
 @app.command()
@@ -345,7 +366,10 @@ def recover(
     """Recover one crash image on its own, to debug one crash point in isolation.
 
     Restores the latest intact snapshot of IMAGE, replays the causal cut in its recorded order,
-    then processes the inputs that were not durable from the trace. Exits 1 if the replay
+    then processes the inputs that were not durable from the trace. Like a real recovery, which
+    cannot know the future, it runs the accesses after the cut free (any order, live clock and
+    random values); crash-replay and verify instead follow the failure-free run's schedule there
+    and compare exactly. Exits 1 if the replay
     diverged from its log or an output released before the crash came out different. An image
     of a --mode no-replay run is restored only: the inputs after its snapshot are lost, and it
     exits 1 if an output released before the crash is not covered by that snapshot.

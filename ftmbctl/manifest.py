@@ -9,6 +9,7 @@ one manifest.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
         "snapshot_every": cfg.snapshot_every,
         "flush_every": cfg.flush_every,
         "variables": [[v.var_id, v.name, v.kind] for v in shared.variables],
+        # recovery checks run under another hash seed than this (DESIGN §6 step 7)
+        "python_hash_seed": python_hash_seed(),
     }
     doc.update(extra or {})
     sizes: dict[str, int] = {}
@@ -75,6 +78,13 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
     write_atomically(run_dir / MANIFEST, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
                      sync=hash_files)
     return sizes
+
+
+def python_hash_seed() -> str:
+    """This process's PYTHONHASHSEED as Python reads it: digits, or "random" when it is unset,
+    empty or "random" (a seed drawn at start that no one can know)."""
+    value = os.environ.get("PYTHONHASHSEED", "")
+    return value if value.isdigit() else "random"
 
 
 def snapshot_misplaced(manifest: dict[str, Any], number: int, boundary: int) -> str | None:

@@ -329,11 +329,7 @@ class Recorder:
         except WorkerFailed as failed:
             sched.abort()
             self._discard()
-            cause = failed.__cause__
-            if isinstance(cause, MiddleboxFailed):
-                raise BadInput(f"middlebox {self.mb.name!r} raised {type(cause.error).__name__}: {cause.error} "
-                               f"on packet {cause.packet} (queue {cause.queue})") from None
-            raise BadInput(f"middlebox {self.mb.name!r} failed: {type(cause).__name__}: {cause}") from None
+            raise self._failure(failed.__cause__) from None
         except BadInput:
             # The trace turned out unreadable part-way: the directory this run created holds a
             # run of a trace that does not exist, so it goes (nothing of the user's was in it).
@@ -348,7 +344,11 @@ class Recorder:
             end = self.start_boundary + count
             self.final_state = self._state(end)
             if not self.scratch:
-                final = encode_snapshot(self.run_id, 0xFFFFFFFF, end, self.final_state, flags=FLAG_FINAL)
+                try:
+                    final = encode_snapshot(self.run_id, 0xFFFFFFFF, end, self.final_state, flags=FLAG_FINAL)
+                except BadInput:  # a value the final snapshot cannot keep: the run is unusable
+                    self._discard()
+                    raise
                 write_atomically(cfg.out / "reference.snap", final, sync=self.durable_writes)
             self.result.pals, self.result.nondet = self._count_records()
             self.result.release_delays_ns = self.storage.ol.delays_ns.values
@@ -360,6 +360,14 @@ class Recorder:
             shutil.rmtree(self.replaced, ignore_errors=True)
         self.result.wall_seconds = time.perf_counter() - started
         return self.result
+
+    def _failure(self, cause: BaseException | None) -> FtmbError:
+        """What a worker's failure means here: for a record, a middlebox that cannot process the
+        trace is bad input (exit 3); a recovery makes it a verdict (recovery.py)."""
+        if isinstance(cause, MiddleboxFailed):
+            return BadInput(f"middlebox {self.mb.name!r} raised {type(cause.error).__name__}: {cause.error} "
+                            f"on packet {cause.packet} (queue {cause.queue})")
+        return BadInput(f"middlebox {self.mb.name!r} failed: {type(cause).__name__}: {cause}")
 
     def _make_contexts(self) -> list[Context]:
         cfg, sched = self.cfg, self.sched

@@ -9,9 +9,11 @@
 5. The surviving Output Logger drops regenerated outputs that were already released (after
    checking they are byte-identical) and releases the rest by the usual rule.
 6. The inputs that were not durable arrive again and are processed after the durable ones.
-   With ``compare_with`` (the failure-free run), the continuation stops at the first snapshot
-   boundary where the state equals the failure-free snapshot: per-boundary reseeding makes
-   everything after it identical.
+   With ``compare_with`` (the failure-free run: a check, not a real recovery), the continuation
+   after S follows the failure-free run's own schedule and values (the reference schedule,
+   DESIGN §6 step 5), every access checked, up to the first snapshot boundary after the replayed
+   inputs (or the end of the trace), where state and outputs must equal the failure-free run's.
+   Without it (``ftmbctl recover``, which cannot know the future), accesses after S run free.
 
 Only ``image`` (the crash image) is read to recover; ``arrivals`` and ``compare_with`` are the
 outside world: the packets that arrive again, and the failure-free run to compare with.
@@ -26,14 +28,16 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.causal import causal_cut
-from ftmbctl.errors import DamagedRun
+from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError
 from ftmbctl.manifest import snapshot_misplaced
 from ftmbctl.middlebox import Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket
 from ftmbctl.queuelog import QueueDecoder
-from ftmbctl.record import RecordConfig, Recorder
-from ftmbctl.replay import ReplayContext, ReplayPlan
+from ftmbctl.record import MiddleboxFailed, RecordConfig, Recorder
+from ftmbctl.replay import ReplayContext, ReplayDivergence, ReplayPlan
 from ftmbctl.rundir import RunDir, snapshot_number
+from ftmbctl.scheduler import ReplayStalled
+from ftmbctl.shared import check_declared
 from ftmbctl.snapshot import Snapshot
 from ftmbctl.store import FILE_HEADER
 
@@ -50,21 +54,22 @@ class RecoveryResult:
     logged: list[int] = field(default_factory=list)  # each queue's records after the snapshot
     cut: list[int] = field(default_factory=list)  # each queue's records in S
     cut_rounds: int = 0
-    replayed: int = 0
+    replayed: int = 0  # entries of S replayed in order
+    followed: int = 0  # entries of the reference schedule after S (a check only)
     free_accesses: int = 0
     free_nondet: int = 0
     divergences: list[dict[str, Any]] = field(default_factory=list)
     released_before: int = 0
     duplicates_dropped: int = 0
     output_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    # released before the crash, but their packet needed accesses beyond S: output_id, entry
+    beyond_cut: list[dict[str, Any]] = field(default_factory=list)
     missing_outputs: list[list[int]] = field(default_factory=list)
     inputs_processed: int = 0
     input_gaps: list[str] = field(default_factory=list)
     compared_at: str | None = None  # "packet boundary N" or "end of trace": where state was compared
     state_equal: bool | None = None  # the state there equals the failure-free one
     first_state_difference: str | None = None
-    order_changes: list[list[int]] = field(default_factory=list)  # [var, seq, packet, failure-free packet]
-    order_changes_total: int = 0
     # outputs of the recovered run (regenerated and new) that differ from the failure-free run's
     output_differences: list[dict[str, Any]] = field(default_factory=list)  # output_id, what, message
     output_differences_total: int = 0
@@ -93,20 +98,32 @@ def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
     return None
 
 
-def restore_latest(engine: Recorder, image: RunDir, res: RecoveryResult) -> dict[str, tuple[int, int]]:
+def restore_latest(engine: Recorder, image: RunDir, res: RecoveryResult,
+                   checked_variables: list[Any] | None = None) -> dict[str, tuple[int, int]]:
     """Load the image's latest intact snapshot into ``engine`` (shared and queue-local state) and
     note it in ``res``; return where each log stood when it was taken, name -> (bytes, records)
     (the logs' starts when there is none: the initial state).
 
     A snapshot is taken after its logs were flushed, so a log of the image shorter than the
-    snapshot says is damage (or the snapshot belongs to a later moment than the logs)."""
+    snapshot says is damage (or the snapshot belongs to a later moment than the logs).
+
+    The middlebox must declare the variables the run was recorded with (``check_declared``):
+    checked against the manifest once a checksummed snapshot vouches for it, or against
+    ``checked_variables`` (a complete run's, checked against its reference.snap) without one."""
     queues = image.queues
     names = ["input.log", "output.log", *(f"pal-{q}.log" for q in range(queues))]
     at = {name: (FILE_HEADER.size, 0) for name in names}
     snap = latest_snapshot(image, res.warnings)
+    recorded = image.manifest.get("variables")
     if snap is not None:
         state = snap.state
         try:
+            # The manifest has no checksum of its own: a list that disagrees with the checksummed
+            # snapshot is damage; one that agrees but the middlebox declares otherwise is its bug.
+            if recorded is not None and [[i, v[0], v[1]] for i, v in enumerate(state["shared"])] != recorded:
+                raise DamagedRun(f"{image.path / 'manifest.json'}: its shared variables disagree with those "
+                                 f"snapshot {snap.number} holds")
+            check_declared(engine.shared, recorded, engine.mb.name)
             engine.shared.load(state["shared"])
             if len(state["local"]) != queues:
                 raise ValueError(f"{len(state['local'])} queue-local states for {queues} queues")
@@ -118,6 +135,8 @@ def restore_latest(engine: Recorder, image: RunDir, res: RecoveryResult) -> dict
         except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise DamagedRun(f"{image.path}: snapshot {snap.number} does not fit this middlebox ({exc})") from None
         res.snapshot, res.boundary = snap.number, snap.boundary
+    elif checked_variables is not None:
+        check_declared(engine.shared, checked_variables, engine.mb.name)
     for name, (offset, _records) in at.items():
         size = image.log(name).size
         if size < offset:
@@ -151,20 +170,23 @@ def state_difference(state: dict[str, Any], reference: dict[str, Any]) -> str | 
 class Recovery(Recorder):
     """The record engine, started from a snapshot, replaying S first."""
 
-    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
-                 reference_order: Callable[[int], dict[tuple[int, int], int]] | None = None) -> None:
-        """``reference_order(n)``: the failure-free run's (variable, seq) -> packet from snapshot n
-        to the next one, to tell reordered free accesses from a real difference."""
+    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> None:
         man = image.manifest
         mb = man["middlebox"]
         cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out, middlebox=mb["spec"],
                            mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
                            flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], force=True)
-        super().__init__(cfg, build_middlebox(cfg.middlebox, cfg.mb_opts))
+        middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
+        try:
+            super().__init__(cfg, middlebox)
+        except FtmbError:
+            raise
+        except Exception as exc:  # declare() or new_local_state() raised: the middlebox broke, not the run
+            raise MiddleboxError(f"middlebox {middlebox.name!r} raised {type(exc).__name__} while it was set up "
+                                 f"for recovery: {exc}", exception=f"{type(exc).__name__}: {exc}") from None
         self.image = image
         self.arrivals = arrivals
         self.compare_with = compare_with
-        self.reference_order = reference_order
         self.reference_states: dict[int, dict[str, Any]] = {}  # failure-free snapshots read so far
         self.durable_writes = False  # a recovered run is scratch: no fsync, no file hashes
         self.threads_run = man.get("scheduler") == "threads"
@@ -178,7 +200,8 @@ class Recovery(Recorder):
     def _restore(self) -> None:
         image, res = self.image, self.res
         queues = image.queues
-        at = restore_latest(self, image, res)
+        checked = self.compare_with.manifest.get("variables") if self.compare_with is not None else None
+        at = restore_latest(self, image, res, checked)
         (input_bytes, input_records), (output_bytes, output_records) = at["input.log"], at["output.log"]
         queue_bytes = [at[f"pal-{q}.log"][0] for q in range(queues)]
         queue_records = [at[f"pal-{q}.log"][1] for q in range(queues)]
@@ -195,13 +218,8 @@ class Recovery(Recorder):
         res.logged = [len(r) for r in logs]
         cut = causal_cut(logs, [v.count for v in self.shared.variables], res.durable_inputs)
         res.cut, res.cut_rounds = cut.cut, cut.rounds
-        self.plan = ReplayPlan([records[:n] for records, n in zip(logs, cut.cut)], cut.var_end)
-        # While S is replayed, a worker keeps the baton until it must wait for its turn (any order of
-        # the rest is correct, and this switches threads least). Once S is used up the seeded chaos
-        # schedule takes over: a recovery with nothing to replay (a crash right at a snapshot) then
-        # runs exactly the failure-free schedule, so full state and outputs are compared exactly.
-        self.sched.sticky = self.plan.remaining > 0
-        self.plan.on_done = self._replay_done
+        self.logs, self.queue_at = logs, list(zip(queue_bytes, queue_records))
+        self._follow(ReplayPlan([records[:n] for records, n in zip(logs, cut.cut)], cut.var_end))
         # Outputs released before the snapshot belong to inputs it covers: only later ones matter.
         self.released = self._released_after(output_bytes, output_records,
                                              [n + len(r) for n, r in zip(queue_records, logs)])
@@ -247,8 +265,53 @@ class Recovery(Recorder):
             if oid in self.unbacked:
                 raise DamagedRun(self.unbacked[oid])
 
+    def _follow(self, plan: ReplayPlan) -> None:
+        """Replay ``plan``. While its scripts last a worker keeps the baton until it must wait for
+        its turn (every order they allow is the same run, and this switches threads least); after
+        them the seeded chaos schedule takes over."""
+        self.plan = plan
+        self.sched.sticky = plan.remaining > 0
+        plan.on_done = self._replay_done
+        self.sched.on_stall = plan.stall
+
     def _replay_done(self) -> None:
         self.sched.sticky = False
+
+    def _follow_reference(self) -> None:
+        """A check goes on after S under the failure-free run's own schedule (DESIGN §6 step 5):
+        each queue's script becomes its part of S (from the image) followed by the failure-free
+        run's records up to the snapshot where state is compared (or the end of its log)."""
+        assert self.compare_with is not None
+        ref, res = self.compare_with, self.res
+        target = self._comparison_snapshot()
+        end = [None] * self.cfg.queues if target is None else target[1]["queue_bytes"]
+        scripts = []
+        for q, (records, n) in enumerate(zip(self.logs, res.cut)):
+            log = ref.log(f"pal-{q}.log")
+            following: list[Any] = []
+            decode = QueueDecoder()
+            for chunk in log.chunks(*self.queue_at[q]):
+                if end[q] is not None and chunk.offset >= end[q]:
+                    break
+                following.extend(log.decode(chunk, decode))
+            scripts.append(records[:n] + following[n:])
+        self._follow(ReplayPlan(scripts, self.plan.var_end, cut=list(res.cut),
+                                strict_until=target[0] if target is not None else 1 << 62))
+
+    def _comparison_snapshot(self) -> tuple[int, dict[str, Any]] | None:
+        """(boundary, state) of the failure-free snapshot where this check compares state: the
+        first after the restored one whose boundary covers every durable input; None for the
+        end of the trace."""
+        assert self.compare_with is not None
+        every = self.cfg.snapshot_every
+        number = max(self.res.snapshot + 1, -(-self.res.durable_inputs // every))
+        path = self.compare_with.path / "snapshots" / f"snap-{number:06d}.snap"
+        if not path.exists():
+            return None
+        state = self.reference_states.get(number)
+        if state is None:
+            state = self.reference_states.setdefault(number, self.compare_with.snapshot(path).state)
+        return state["boundary"], state
 
     # ---- step 4-6: the engine's hooks ----
     def _make_contexts(self) -> list[Any]:
@@ -282,6 +345,9 @@ class Recovery(Recorder):
                 continue
             self.regenerated.add(oid)
             self.res.duplicates_dropped += 1
+            beyond = self.contexts[q].beyond_cut(pkt.id)
+            if beyond is not None:  # its packet needed more than S: not regenerated by S alone
+                self.res.beyond_cut.append({"output_id": list(oid), "queue": q, "entry": _describe_entry(beyond)})
             if released != data:
                 self.res.output_mismatches.append({"output_id": list(oid), "released_bytes": len(released),
                                                    "regenerated_bytes": len(data),
@@ -293,12 +359,8 @@ class Recovery(Recorder):
                                          if (pkt.id, i) not in self.released])
 
     def _after_snapshot(self, number: int, boundary: int, state: dict[str, Any]) -> None:
-        """Compare with the failure-free run at the first boundary after the replayed inputs.
-
-        Past it the continuation is the failure-free run's own schedule (reseeded at the
-        boundary), so an equal state stays equal, and a differing one is decided here: allowed
-        if some variable saw its accesses in another order, a failure if not.
-        """
+        """Compare with the failure-free run at the first boundary after the replayed inputs, where
+        the reference schedule ends; the check stops there."""
         if self.compare_with is None or boundary < self.res.durable_inputs:
             return
         path = self.compare_with.path / "snapshots" / f"snap-{number:06d}.snap"
@@ -313,16 +375,25 @@ class Recovery(Recorder):
     def _compare(self, state: dict[str, Any], reference: dict[str, Any], where: str,
                  outputs_end: int | None = None) -> None:
         res = self.res
+        self._note_skipped()
         difference = state_difference(state, reference)
         res.compared_at, res.state_equal = where, difference is None
         res.first_state_difference = None if difference is None else f"at {where}: {difference}"
         self._compare_outputs(outputs_end)
-        if (difference is not None or res.output_differences_total) and self.reference_order is not None:
-            order = self.reference_order(res.snapshot)
-            changes = [[var, seq, packet, order.get((var, seq), -1)] for var, seq, packet in self.plan.trace
-                       if order.get((var, seq), -1) != packet]
-            res.order_changes_total = len(changes)
-            res.order_changes = changes[:20]
+
+    def _note_skipped(self) -> None:
+        """An entry of a script that no access asked for by the end is an access the middlebox
+        skipped: the first of them (in packet order) is a divergence."""
+        plan = self.plan
+        if not plan.forcing or not plan.remaining:
+            return
+        left = [(ctx.script[ctx.pos], ctx) for ctx in self.contexts if ctx.pos < len(ctx.script)]
+        entry, ctx = min(left, key=lambda item: item[0].packet)
+        var, seq = (entry.var, entry.seq) if isinstance(entry, rec.PalRecord) else (None, None)
+        plan.diverge(ReplayDivergence("order", ctx.queue, entry.packet, var, seq, _describe_entry(entry),
+                                      "no such access: the packet was processed without it",
+                                      in_cut=ctx.pos < ctx.cut, first_after_restore=entry.packet == ctx.first_packet),
+                     True)
 
     def _compare_outputs(self, end: int | None) -> None:
         """Every output of the failure-free run from the snapshot up to ``end`` (a byte offset of its
@@ -351,18 +422,44 @@ class Recovery(Recorder):
         self.res.output_differences_total = len(differences)
         self.res.output_differences = differences[:5]
 
+    def _failure(self, cause: BaseException | None) -> FtmbError:
+        """The middlebox raised (or its replay stalled) during recovery: a verdict, not bad input."""
+        if isinstance(cause, MiddleboxFailed):
+            error = cause.error
+            return MiddleboxError(f"middlebox {self.mb.name!r} raised {type(error).__name__}: {error} on packet "
+                                  f"{cause.packet} (queue {cause.queue}) during recovery",
+                                  packet=cause.packet, queue=cause.queue, exception=f"{type(error).__name__}: {error}")
+        return MiddleboxError(f"recovery of middlebox {self.mb.name!r} failed: {type(cause).__name__}: {cause}",
+                              exception=f"{type(cause).__name__}: {cause}")
+
     def recover(self) -> RecoveryResult:
-        result = self.run()
+        if self.compare_with is not None:
+            self._follow_reference()
+        try:
+            result = self.run()
+        except ReplayStalled as exc:
+            self.sched.abort()
+            self._discard()
+            raise MiddleboxError(f"recovery of middlebox {self.mb.name!r} cannot make progress: {exc}") from None
         res = self.res
+        plan = self.plan
         res.inputs_processed = result.packets_in
-        res.replayed, res.free_accesses, res.free_nondet = self.plan.replayed, self.plan.free_accesses, self.plan.free_nondet
-        res.divergences = [d.as_dict() for d in self.plan.divergences]
+        res.replayed, res.followed = plan.replayed, plan.followed
+        res.free_accesses, res.free_nondet = plan.free_accesses, plan.free_nondet
         # Outputs of inputs before the snapshot were all released before it was taken.
         res.missing_outputs = sorted([list(oid) for oid in set(self.released) - self.regenerated])
-        self._blame()
+        if self.compare_with is None:  # a real recovery: an image that lacks what it released is damaged
+            self._blame()
         if res.compared_at is None and self.compare_with is not None:
             self._compare(self.final_state, self.compare_with.reference().state, "end of trace")
+        res.divergences = [d.as_dict() for d in plan.divergences]
         return res
+
+
+def _describe_entry(entry: Any) -> str:
+    if isinstance(entry, rec.PalRecord):
+        return f"access {entry.seq} to variable {entry.var} by packet {entry.packet}"
+    return f"{'clock' if entry.kind == 1 else 'random'} value of packet {entry.packet}"
 
 
 def _first_difference(a: bytes, b: bytes) -> int:
@@ -397,13 +494,12 @@ def arrivals_from_trace(trace: Path) -> Arrivals:
     return arrivals
 
 
-def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
-                  reference_order: Callable[[int], dict[tuple[int, int], int]] | None = None) -> Any:
+def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> Any:
     """The recovery the image's mode calls for: replay (FTMB) or restore only (No-Replay)."""
     if image.manifest.get("mode") == "no-replay":
         from ftmbctl.noreplay import NoReplayRecovery
         return NoReplayRecovery(image, arrivals, out, compare_with)
-    return Recovery(image, arrivals, out, compare_with, reference_order)
+    return Recovery(image, arrivals, out, compare_with)
 
 
 def recover(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> RecoveryResult:

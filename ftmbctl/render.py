@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ftmbctl.report import invariant_summaries, likely, point_firsts, short_label, violation_detail
+
 # Markup and emoji codes off: paths, class names and messages come from users, and "[red]" in a
 # file name or ":fire:" in a class name must print as written. Styles are given as Text objects.
 stdout = Console(highlight=False, markup=False, emoji=False)
@@ -179,38 +181,76 @@ def _row_text(kind: str, row: dict[str, Any]) -> str:
             f"input {row['input'][1]} rec  output {row['output'][1]} rec  queues {[q[1] for q in row['queues']]}")
 
 
-def print_sweep(report: Any) -> None:
-    """The verify table: one row per crash point that failed, then the summary."""
-    from ftmbctl.report import point_label
+SWEEP_POINTS = 10  # failing crash points listed in the table
+SWEEP_ROWS = 24  # table rows at most (a point has a row per invariant it failed)
+SWEEP_HEADERS = ("crash after event", "invariant", "first violation", "more")
 
-    points = report.points
+
+def print_sweep(report: Any) -> None:
+    """The verify report: a line per failed invariant (how many crash points, the first divergence
+    and its likely cause), a short table of the first failing crash points, then the summary."""
+    doc = report.as_dict()
+    points = doc["crash_points"]
     failed = [p for p in points if not p["consistent"]]
-    allowed = [p for p in points if p["consistent"] and p.get("allowed")]
+    for item in invariant_summaries(failed):
+        cause = likely(item.first)
+        stdout.print(Text.assemble((item.invariant, "bold red"),
+                                   f": {item.points:,} of {len(points):,} crash points; first at event "
+                                   f"{short_label(item.first_point)}: {violation_detail(item.first)}",
+                                   f". {cause}" if cause else ""), soft_wrap=True)
     if failed:
-        table = Table(title="inconsistencies", title_justify="left", show_lines=True)
-        table.add_column("crash point")
-        table.add_column("invariant", style="bold red")
-        table.add_column("what broke")
-        table.add_column("likely cause")
-        for point in failed:
-            for violation in point["violations"]:
-                table.add_row(point_label(point), violation["invariant"], violation["message"],
-                              violation.get("likely_cause", ""))
-        stdout.print(table)
-    summary = Table(title=f"verify {report.run}", show_header=False, title_justify="left")
+        _print_failing_points(failed)
+    summary = Table(title=f"verify {doc['run']}", show_header=False, title_justify="left")
     summary.add_column("what", style="bold")
     summary.add_column("value")
-    summary.add_row("crash points", f"{len(points)} ({sum(1 for p in points if p.get('chain'))} check the snapshot chain)")
-    summary.add_row("consistent", str(len(points) - len(failed)))
-    summary.add_row("  of which with allowed differences",
-                    f"{len(allowed)} (free accesses after the log ran in another order)")
-    summary.add_row("inconsistent", Text(str(len(failed)), style="bold red" if failed else ""))
-    summary.add_row("seed of the sample", str(report.seed))
-    rate = len(points) / report.seconds if report.seconds else 0
-    summary.add_row("time", f"{report.seconds:.2f} s ({rate:.1f} crash points/s)")
+    chain = sum(1 for p in points if p.get("chain"))
+    summary.add_row("crash points", f"{len(points):,} ({chain:,} check the snapshot chain)")
+    summary.add_row("consistent", f"{len(points) - len(failed):,}")
+    summary.add_row("inconsistent", Text(f"{len(failed):,}", style="bold red" if failed else ""))
+    seeds = doc.get("hash_seeds") or {}
+    summary.add_row("PYTHONHASHSEED", f"record {seeds.get('record', '?')}, recovery {seeds.get('recovery', '?')}"
+                    if seeds else "not recorded")
+    summary.add_row("seed of the sample", str(doc["seed"]))
+    seconds = float(doc.get("seconds") or 0)
+    rate = len(points) / seconds if seconds else 0
+    summary.add_row("time", f"{seconds:.2f} s ({rate:.1f} crash points/s)")
     verdict = Text("consistent", style="bold green") if not failed else Text("INCONSISTENT", style="bold red")
     summary.add_row("verdict", verdict)
     stdout.print(summary)
+
+
+def _print_failing_points(failed: list[dict[str, Any]]) -> None:
+    """The first few failing crash points: a row per invariant with its first violation and how
+    many more; each row one line (long text is cut: the lines above have it whole)."""
+    shown = _first_failing(failed)
+    rows = [(short_label(p) if i == 0 else "", v["invariant"], violation_detail(v), f"+{more:,}" if more else "")
+            for p, firsts in shown for i, (v, more) in enumerate(firsts)]
+    widths = [max([len(header)] + [len(row[c]) for row in rows]) for c, header in enumerate(SWEEP_HEADERS)]
+    # the violation's text gives way (cut with "…"): the other cells always show whole
+    room = max(10, stdout.width - widths[0] - widths[1] - widths[3] - 13)  # 13: borders, padding
+    table = Table(title="first failing crash points", title_justify="left")
+    for c, header in enumerate(SWEEP_HEADERS):
+        table.add_column(header, no_wrap=True, overflow="ellipsis", style="red" if c == 1 else None,
+                         justify="right" if c == 3 else "left", min_width=None if c == 2 else widths[c],
+                         max_width=room if c == 2 else None)
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
+    if len(failed) > len(shown):
+        say(f"... and {len(failed) - len(shown):,} more crash points")
+
+
+def _first_failing(failed: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[tuple[dict[str, Any], int]]]]:
+    """The first SWEEP_POINTS failing points, fewer if their rows (one per invariant) pass SWEEP_ROWS."""
+    shown: list[tuple[dict[str, Any], list[tuple[dict[str, Any], int]]]] = []
+    rows = 0
+    for point in failed[:SWEEP_POINTS]:
+        firsts = point_firsts(point)
+        if shown and rows + len(firsts) > SWEEP_ROWS:
+            break
+        shown.append((point, firsts[:SWEEP_ROWS]))
+        rows += len(firsts)
+    return shown
 
 
 def print_recovery(res: Any) -> None:

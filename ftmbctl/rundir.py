@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar, overload
 
 from ftmbctl import records as rec
-from ftmbctl.errors import DamagedRun, FtmbError
+from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError
 from ftmbctl.hashing import file_sha256
 from ftmbctl.manifest import read_manifest, snapshot_misplaced
 from ftmbctl.snapshot import Snapshot, read_snapshot
@@ -412,13 +412,13 @@ class RunDir:
                 if size != length:
                     raise DamagedRun(f"{self.path / name}: {size} bytes, but the timeline's last event says {length}")
 
-    def check_middlebox(self, snapshots: bool = True) -> None:
+    def check_middlebox(self, snapshots: bool = True) -> Any:
         """The middlebox the manifest names must load, with its options, and declare the same
         shared variables as when the run was recorded; with ``snapshots``, every snapshot must sit
         where ``snapshot_every`` puts it (a crash image is left to recovery, which skips damaged
         snapshots)."""
         from ftmbctl.middlebox import build_middlebox
-        from ftmbctl.shared import SharedState
+        from ftmbctl.shared import SharedState, check_declared
 
         spec, options = self.manifest["middlebox"]["spec"], self.manifest["middlebox"]["options"]
         try:
@@ -426,16 +426,28 @@ class RunDir:
         except FtmbError as exc:
             raise DamagedRun(f"{self.path / 'manifest.json'}: its middlebox {spec!r} cannot be loaded ({exc})") from None
         shared = SharedState()
-        middlebox.declare(shared)
-        declared = [[v.var_id, v.name, v.kind] for v in shared.variables]
-        if "variables" in self.manifest and declared != self.manifest["variables"]:
-            raise DamagedRun(f"{self.path / 'manifest.json'}: middlebox {spec!r} now declares other shared "
-                             "variables than the run was recorded with")
+        try:
+            middlebox.declare(shared)
+        except FtmbError:
+            raise
+        except Exception as exc:
+            raise MiddleboxError(f"middlebox {spec!r} raised {type(exc).__name__} in declare(): {exc}",
+                                 exception=f"{type(exc).__name__}: {exc}") from None
+        recorded = self.manifest.get("variables")
+        if recorded is not None and (self.path / "reference.snap").exists():
+            # The manifest has no checksum of its own: its list must agree with the run's own
+            # checksummed final state, or it is the manifest that is damaged, not the middlebox.
+            kept = [[i, var[0], var[1]] for i, var in enumerate(self.reference().state["shared"])]
+            if kept != recorded:
+                raise DamagedRun(f"{self.path / 'manifest.json'}: its shared variables disagree with those "
+                                 "reference.snap holds")
+            check_declared(shared, recorded, middlebox.name)  # (an image's: when recovery restores)
         for path in self.snapshot_paths() if snapshots else []:
             snap = self.snapshot(path)
             misplaced = snapshot_misplaced(self.manifest, snap.number, snap.boundary)
             if misplaced:
                 raise DamagedRun(f"{path}: {misplaced}")
+        return middlebox
 
     def variable_names(self) -> dict[int, str]:
         return {int(v[0]): str(v[1]) for v in self.manifest.get("variables", [])}

@@ -6,8 +6,12 @@ variable's access counter and appends a PAL carrying the digest of the value aft
 The digest is kept incrementally: a counter's digest is a mix of its value, a map's is the sum
 (mod 2**64) of a hash of every entry, so one access costs O(1) whatever the size of the map.
 
-Values stored in shared variables must be None, bool, int, float, str, bytes or tuples of those:
-their ``repr`` is canonical, which is what the digest hashes (see hashing.py).
+Keys and values stored in shared maps must be None, bool, int, float, str, bytes or tuples of
+those: their ``repr`` is canonical, which is what the digest hashes (see hashing.py), and they
+cannot change after they are stored. ``Map._set``, which every write goes through, refuses
+anything else with a ``TypeError`` naming the variable and the key: a list kept in a map and
+changed in place after ``ctx.read`` would change the map behind its lock, access count and digest,
+and a frozenset's ``repr`` follows its iteration order, which differs between processes.
 """
 
 from __future__ import annotations
@@ -15,10 +19,63 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from ftmbctl.errors import UsageError
+from ftmbctl.errors import MiddleboxError, UsageError
 from ftmbctl.hashing import GOLDEN, MASK32, MASK64, fold32, key_hash32, mix_int, value_hash
 
 MISSING: Any = object()
+
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})  # immutable, with a canonical repr
+_PLAIN = "None, bool, int, float, str, bytes, and tuples of those"
+_INSTEAD = {list: "a tuple instead", bytearray: "bytes instead", set: "a sorted tuple instead",
+            dict: "a tuple of (key, value) pairs, or one map entry per key, instead",
+            frozenset: "a sorted tuple instead: the digest hashes the repr, and a frozenset's repr "
+                       "differs between processes"}
+
+
+def _plain_tuple(value: tuple) -> bool:
+    """Whether every item of a tuple is plain immutable data (the hot path: no path is built)."""
+    for item in value:
+        kind = type(item)
+        if kind not in _SCALARS and (kind is not tuple or not _plain_tuple(item)):
+            return False
+    return True
+
+
+def _mutable_part(value: Any, where: str) -> tuple[str, Any] | None:
+    """``(where, part)``: the first part of ``value`` that is not plain immutable data, or None."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return None
+    if kind is not tuple:
+        return where, value
+    for i, item in enumerate(value):
+        if type(item) not in _SCALARS:
+            found = _mutable_part(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse(var: "Map", key: Any, found: tuple[str, Any]) -> TypeError:
+    where, part = found
+    kind = type(part)
+    if kind.__module__ == "builtins":
+        what = f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+    else:
+        what = f"an object of type {kind.__qualname__}"
+    base = next((b for b in (int, float, str, bytes, tuple) if isinstance(part, b)), None)
+    if kind in _INSTEAD:
+        instead = _INSTEAD[kind]
+    elif base is not None:
+        what += f" (a subclass of {base.__name__})"
+        instead = f"{base.__name__}(x) instead"
+    else:
+        instead = "its fields as a tuple instead"
+    shown = repr(key)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    role = where.split("[", 1)[0]
+    return TypeError(f"shared variable {var.name!r} key {shown}: the {where} is {what}, and shared map {role}s "
+                     f"must be plain immutable data ({_PLAIN}); store {instead}")
 
 
 class SharedVar:
@@ -103,18 +160,33 @@ class Map(SharedVar):
 
     # -- the single place where entries change, so the digest can never drift. Keys that are equal
     # but print differently (1, 1.0, True) would hash differently: an overwritten entry is removed
-    # and inserted again, so the stored key is always the one its hash was computed from. --
-    def _set(self, key: Any, value: Any) -> None:
+    # and inserted again, so the stored key is always the one its hash was computed from.
+    # Keys and values that are not plain immutable data are refused before anything changes. --
+    def _set(self, key: Any, value: Any) -> Any:
+        """Store ``value`` under ``key``; returns the value it replaces, or None."""
+        kind = type(key)
+        if kind not in _SCALARS and (kind is not tuple or not _plain_tuple(key)):
+            raise self._refuse_key(key)
+        kind = type(value)
+        if kind not in _SCALARS and (kind is not tuple or not _plain_tuple(value)):
+            raise _refuse(self, key, _mutable_part(value, "value"))
         data, hashes = self.data, self.hashes
         entry_hash = value_hash((key, value))
         delta = entry_hash
         old = hashes.pop(key, None)
+        replaced = None
         if old is not None:
-            del data[key]
+            replaced = data.pop(key)
             delta -= old
         data[key] = value
         hashes[key] = entry_hash
         self.digest = (self.digest + delta) & MASK64
+        return replaced
+
+    def _refuse_key(self, key: Any) -> TypeError:
+        """The error for a key that is not plain immutable data (maybe not even hashable)."""
+        found = _mutable_part(key, "key")
+        return _refuse(self, key, found) if found is not None else TypeError(f"unhashable key {key!r}")
 
     def _del(self, key: Any) -> Any:
         value = self.data.pop(key)
@@ -131,9 +203,7 @@ class Map(SharedVar):
         return len(self.data)
 
     def op_put(self, key: Any, value: Any) -> Any:
-        old = self.data.get(key)
-        self._set(key, value)
-        return old
+        return self._set(key, value)
 
     def op_pop(self, key: Any, default: Any) -> Any:
         if key in self.data:
@@ -141,13 +211,21 @@ class Map(SharedVar):
         return default
 
     def op_add(self, key: Any, delta: Any) -> Any:
-        new = self.data.get(key, 0) + delta
+        try:
+            old = self.data.get(key, 0)
+        except TypeError:
+            raise self._refuse_key(key) from None
+        new = old + delta
         self._set(key, new)
         return new
 
     def op_update(self, key: Any, fn: Callable[[Any], Any]) -> Any:
         """Read-modify-write of one entry: ``fn(old or MISSING) -> new``; MISSING deletes."""
-        new = fn(self.data.get(key, MISSING))
+        try:
+            old = self.data.get(key, MISSING)
+        except TypeError:
+            raise self._refuse_key(key) from None
+        new = fn(old)
         if new is MISSING:
             if key in self.data:
                 self._del(key)
@@ -265,3 +343,18 @@ class SharedState:
             if name != var.name or kind != var.kind:
                 raise ValueError(f"snapshot variable {name!r} ({kind}) does not match declared {var.name!r} ({var.kind})")
             var.load(value, count)
+
+
+def check_declared(shared: SharedState, recorded: list[Any] | None, name: str) -> None:
+    """The middlebox must declare the shared variables the run was recorded with: variable ids
+    are positions in declaration order, so another declaration replays into other variables."""
+    declared = [[v.var_id, v.name, v.kind] for v in shared.variables]
+    if recorded is None or declared == recorded:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(declared, recorded)) if a != b), min(len(declared), len(recorded)))
+    now = declared[first][1] if first < len(declared) else "nothing"
+    then = recorded[first][1] if first < len(recorded) else "nothing"
+    raise MiddleboxError(f"middlebox {name!r} declares other shared variables than when the run was recorded "
+                         f"(variable {first}: {now!r}, recorded {then!r}): declare() must be deterministic; "
+                         "a likely cause is iterating a set or a dict built from one, hash() or randomness in "
+                         "declare() (or the middlebox changed since the run was recorded)")

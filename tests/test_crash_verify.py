@@ -493,8 +493,9 @@ def test_verify_json_and_junit_describe_every_crash_point(damaged, tmp_path: Pat
     assert any(p["variant"] == TORN for p in points)
     for point in points:
         assert isinstance(point["event"], int) and point["consistent"] is True and point["violations"] == []
-    suite = ET.parse(junit).getroot()
-    assert suite.tag == "testsuite"
+    root = ET.parse(junit).getroot()
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
     cases = suite.findall("testcase")
     assert len(cases) == len(points) == int(suite.get("tests"))
     assert suite.get("failures") == "0" and not suite.findall(".//failure")

@@ -93,17 +93,16 @@ MUTANTS = [
     Mutant("nat", "NatWallClock", 2, "clock", "logged-prefix-state", "ports", _STATE_AFTER),
     Mutant("nat", "NatRandomPort", 4, "random", "logged-prefix-state", "ports", _STATE_AFTER | {"output-commit"}),
     # outputs after recovery are compared too: full-state fires where nothing had been released yet
-    Mutant("nat", "NatUnsnapshottedIpId", 4, "unsnapshotted", "output-commit", None, frozenset({"full-state"})),
+    Mutant("nat", "NatUnsnapshottedIpId", 4, "unsnapshotted", "output-commit", None, _STATE_AFTER),
     Mutant("monitor", "MonitorDirectWrite", 2, "shared-write", "logged-prefix-state", "protocols", _STATE_AFTER),
     Mutant("monitor", "MonitorWallClock", 4, "clock", "logged-prefix-state", "talkers", _STATE_AFTER),
-    Mutant("monitor", "MonitorRandomSample", 2, "random", "output-commit", None, frozenset({"full-state"}),
+    Mutant("monitor", "MonitorRandomSample", 2, "random", "output-commit", None, _STATE_AFTER,
            released_copies=True),
     Mutant("monitor", "MonitorUnsnapshottedFlows", 4, "unsnapshotted", "logged-prefix-state", "protocols",
            _STATE_AFTER),
 ]
-# What verify's likely_cause must mention for each bug class.
-CAUSE_WORDS = {"shared-write": "bypasses the context", "clock": "non-determinism", "random": "non-determinism",
-               "unsnapshotted": "snapshot"}
+# The likely cause (ftmbctl.causes) verify must name for each bug class.
+CAUSE_CODES = {"shared-write": "bypass-write", "clock": "clock", "random": "random", "unsnapshotted": "hidden-state"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -368,7 +367,7 @@ def test_mutant_is_caught(small_trace: Path, packets: list[Packet], tmp_path: Pa
         where = f"crash point {point['event']} (snapshot {number}, boundary {boundary})"
         for violation in reported:
             assert violation["packet"] >= boundary, (where, violation)
-            assert CAUSE_WORDS[mutant.bug] in violation["likely_cause"], (where, violation["likely_cause"])
+            assert CAUSE_CODES[mutant.bug] in violation["likely_causes"], (where, violation["likely_cause"])
 
         if mutant.invariant == "logged-prefix-state":
             var = ff.var_id(mutant.variable)
@@ -419,7 +418,7 @@ class EngineGap(AssertionError):
 
 
 _LOGGED = re.compile(r"access (\d+) to variable (\d+) by packet (\d+)")
-_DID = re.compile(r"access to variable (\d+) by packet (\d+)")
+_DID = re.compile(r"access \d+ to variable (\d+) by packet (\d+)")
 
 
 def test_skipped_access_is_reported_at_its_own_packet(small_trace: Path, tmp_path: Path) -> None:
