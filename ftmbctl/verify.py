@@ -206,12 +206,12 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
         found.append({"invariant": invariant, "message": message, **fields, "evidence": {**base, "kind": kind}})
 
     state_invariant = "snapshot-chain" if chain else "full-state"
-    for mismatch in res.output_mismatches:
+    for mismatch in sorted(res.output_mismatches, key=lambda m: m["output_id"]):  # the earliest first
         oid = mismatch["output_id"]
         add("output-commit", f"output {tuple(oid)} was released before the crash, but recovery regenerated "
             f"different bytes (first difference at byte {mismatch['first_difference']})", "output-bytes",
             packet=oid[0], output_id=oid)
-    for beyond in res.beyond_cut:
+    for beyond in sorted(res.beyond_cut, key=lambda b: b["output_id"]):
         oid = beyond["output_id"]
         add("output-commit", f"output {tuple(oid)} was released before the crash, but its packet needed "
             f"{beyond['entry']} (queue {beyond['queue']}), which was not durable then: it was released before "
@@ -224,6 +224,7 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
     for oid in res.missing_outputs:
         add("output-commit", f"output {tuple(oid)} was released before the crash, but recovery did not "
             "regenerate it", "output-missing", packet=oid[0], output_id=oid)
+    found.sort(key=lambda v: v["output_id"])  # output-commit so far: the earliest output first
     for gap in res.input_gaps:
         add("exactly-once-input", gap, "input")
     released_after: set[tuple[int, int]] = set()
@@ -257,6 +258,11 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
     if chain and res.free_accesses and not found:
         add("snapshot-chain", f"replay of complete logs from snapshot {res.snapshot} ran {res.free_accesses} "
             "accesses outside the log", "order")
+    state_found = [v for v in found if v["invariant"] in ("logged-prefix-state", "full-state")]
+    if chain and state_found and not any(v["invariant"] == "snapshot-chain" for v in found):
+        first = state_found[0]
+        found.append({**first, "invariant": "snapshot-chain", "message": "replay of the complete logs from "
+                      f"snapshot {res.snapshot} does not reproduce the next one: {first['message']}"})
     return found
 
 

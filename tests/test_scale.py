@@ -19,7 +19,8 @@ from ftmbctl.record import RecordConfig, record
 from ftmbctl.rundir import (EVENT_CHUNK_CACHE, SNAPSHOT_CACHE, BoundedCache, ChunkIndex, EventIndex, RunDir,
                              open_log)
 from ftmbctl.store import CHUNK_HEADER, KIND_INPUT, KIND_TIMELINE, ChunkWriter
-from ftmbctl.verify import _WORKER, SweepConfig, sweep
+from ftmbctl.crash import chain_points
+from ftmbctl.verify import _WORKER, SweepConfig, _init_worker, _run_point, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = bytes(range(16))
@@ -164,9 +165,13 @@ def test_bounded_cache_keeps_the_most_recently_used() -> None:
     assert cache.setdefault(1, "other") == "one" and cache.get(2, "gone") == "gone"
 
 
-def test_sweep_keeps_a_bounded_number_of_snapshots(run: Path) -> None:
+def test_sweep_keeps_a_bounded_number_of_snapshots(run: Path, tmp_path: Path) -> None:
     report = sweep(run, SweepConfig(sample=3, seed=1, jobs=1))
     assert report.consistent and report.selection["snapshot_chain"] > SNAPSHOT_CACHE
+    # what a worker process keeps, looked at in this process: the same points through the same code
+    _init_worker(str(run), None, str(tmp_path))
+    for point in chain_points(_WORKER["events"], None, 1):
+        assert _run_point(point, True)["consistent"]
     assert len(_WORKER["states"]) <= SNAPSHOT_CACHE
     assert len(_WORKER["run"].snapshot_cache) <= SNAPSHOT_CACHE
 
