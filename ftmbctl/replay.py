@@ -85,10 +85,6 @@ class ReplayPlan:
             if self.on_done is not None:
                 self.on_done()
 
-    def unconsumed(self) -> int:
-        """Script entries no access asked for (the middlebox skipped them)."""
-        return self.remaining
-
     def stall(self) -> bool:
         """Nothing can run: every queue that still has work waits for an access no queue makes.
         Name the first such access (the failure-free run's, with its packet) as a divergence and
@@ -102,8 +98,7 @@ class ReplayPlan:
                 for i, other in enumerate(script):
                     if type(other) is PalRecord and other.var == var.var_id and other.seq == missing:
                         blamed = ReplayDivergence(
-                            "stall", q, other.packet, other.var, other.seq,
-                            f"access {other.seq} to variable {other.var} by packet {other.packet} (queue {q})",
+                            "stall", q, other.packet, other.var, other.seq, f"{describe_entry(other)} (queue {q})",
                             f"no queue made it; queue {queue} waits for it before its access {entry.seq} "
                             f"by packet {entry.packet}", in_cut=i < self.cut[q])
                         break
@@ -113,8 +108,7 @@ class ReplayPlan:
                 break
         if blamed is None:
             queue, (var, entry) = min(self.waits.items(), key=lambda w: w[1][1].packet)
-            blamed = ReplayDivergence("stall", queue, entry.packet, entry.var, entry.seq,
-                                      f"access {entry.seq} to variable {entry.var} by packet {entry.packet}",
+            blamed = ReplayDivergence("stall", queue, entry.packet, entry.var, entry.seq, describe_entry(entry),
                                       f"the variable stays at access {var.count}: no queue makes access "
                                       f"{var.count + 1}", in_cut=True)
         self.diverge(blamed, True)
@@ -198,7 +192,7 @@ class ReplayContext(RecordContext):
                     blamed = (self.packet.id, var.var_id, var.count + 1)
                 else:
                     blamed = (entry.packet, entry.var, entry.seq)
-                self._diverge("order", at, *blamed, _describe(entry),
+                self._diverge("order", at, *blamed, describe_entry(entry),
                               f"access {var.count + 1} to variable {var.var_id} by packet {self.packet.id}", True)
         elif plan.forcing:
             if self.packet.id < plan.strict_until:  # the failure-free run made no such access
@@ -230,7 +224,7 @@ class ReplayContext(RecordContext):
                 blamed = (min(self.packet.id, entry.packet), None, None)
             else:
                 blamed = (entry.packet, entry.var, entry.seq)
-            self._diverge("order", at, *blamed, _describe(entry),
+            self._diverge("order", at, *blamed, describe_entry(entry),
                           f"{_ND_NAMES.get(kind, 'random')} read by packet {self.packet.id}", True)
         elif plan.forcing and self.packet.id < plan.strict_until:
             self._diverge("order", self.pos, self.packet.id, None, None, f"no further value for queue {self.queue}",
@@ -242,7 +236,8 @@ class ReplayContext(RecordContext):
 _ND_NAMES = {1: "clock", 2: "random"}
 
 
-def _describe(entry: PalRecord | NdRecord) -> str:
+def describe_entry(entry: PalRecord | NdRecord) -> str:
+    """A script entry in the words of a divergence report."""
     if type(entry) is PalRecord:
         return f"access {entry.seq} to variable {entry.var} by packet {entry.packet}"
     return f"{_ND_NAMES.get(entry.kind, 'random')} value for packet {entry.packet}"

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from xml.etree import ElementTree as ET
 
 from ftmbctl.causes import describe, likely_causes
+from ftmbctl.verify import INVARIANTS
 
 if TYPE_CHECKING:
     from ftmbctl.verify import SweepReport
 
-# DESIGN §7's order: the order failures are summarised in.
-INVARIANTS = ("output-commit", "exactly-once-input", "exactly-once-output", "logged-prefix-state", "full-state",
-              "recovery-completes", "snapshot-chain")
 SUITE_NAME = "ftmbctl verify"
 BODY_VIOLATIONS = 5  # violations spelled out in a JUnit failure's body (the first one included)
 

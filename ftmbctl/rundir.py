@@ -418,7 +418,7 @@ class RunDir:
         where ``snapshot_every`` puts it (a crash image is left to recovery, which skips damaged
         snapshots)."""
         from ftmbctl.middlebox import build_middlebox
-        from ftmbctl.shared import SharedState, check_declared
+        from ftmbctl.shared import SharedState, check_declared, dumped_variables
 
         spec, options = self.manifest["middlebox"]["spec"], self.manifest["middlebox"]["options"]
         try:
@@ -437,8 +437,7 @@ class RunDir:
         if recorded is not None and (self.path / "reference.snap").exists():
             # The manifest has no checksum of its own: its list must agree with the run's own
             # checksummed final state, or it is the manifest that is damaged, not the middlebox.
-            kept = [[i, var[0], var[1]] for i, var in enumerate(self.reference().state["shared"])]
-            if kept != recorded:
+            if dumped_variables(self.reference().state["shared"]) != recorded:
                 raise DamagedRun(f"{self.path / 'manifest.json'}: its shared variables disagree with those "
                                  "reference.snap holds")
             check_declared(shared, recorded, middlebox.name)  # (an image's: when recovery restores)

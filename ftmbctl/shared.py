@@ -345,6 +345,11 @@ class SharedState:
             var.load(value, count)
 
 
+def dumped_variables(dumped: list[Any]) -> list[list[Any]]:
+    """``[id, name, kind]`` of each variable of a ``SharedState.dump()`` (as the manifest lists them)."""
+    return [[i, var[0], var[1]] for i, var in enumerate(dumped)]
+
+
 def check_declared(shared: SharedState, recorded: list[Any] | None, name: str) -> None:
     """The middlebox must declare the shared variables the run was recorded with: variable ids
     are positions in declaration order, so another declaration replays into other variables."""

@@ -48,6 +48,7 @@ from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
 
 RESULTS = Path("crash") / "results.json"
 SHOWN_PER_INVARIANT = 3  # violations listed per invariant and crash point; the rest are counted
+# DESIGN §7's order: the order failures are summarised in.
 INVARIANTS = ("output-commit", "exactly-once-input", "exactly-once-output", "logged-prefix-state", "full-state",
               "recovery-completes", "snapshot-chain")
 
