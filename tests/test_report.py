@@ -346,7 +346,10 @@ def test_consistent_report_is_the_summary_alone(text) -> None:
     ("logged-prefix-state", {"kind": "order", "restored": False, "hash_seeds_differ": False},
      ["clock", "random", "environ", "object-id"]),
     ("logged-prefix-state", {"kind": "digest", "restored": False, "hash_seeds_differ": False},
-     ["bypass-write", "clock", "random", "str-hash"]),
+     ["clock", "random", "bypass-write", "environ"]),
+    # the recovery's other hash seed: set order and hash() are candidates without a restore
+    ("logged-prefix-state", {"kind": "digest", "restored": False, "hash_seeds_differ": True},
+     ["clock", "random", "str-hash", "set-order"]),
     # only the bytes differ: a value the log does not hold, or (after a restore) state it lost
     ("output-commit", {"kind": "output-bytes", "restored": False, "hash_seeds_differ": True},
      ["clock", "random", "set-order", "str-hash"]),
@@ -360,7 +363,8 @@ def test_consistent_report_is_the_summary_alone(text) -> None:
      ["exception"]),
     ("exactly-once-output", {}, ["ftmbctl"]),
     ("output-commit", {"kind": "release", "restored": True, "hash_seeds_differ": True}, ["ftmbctl"]),
-    ("snapshot-chain", {"kind": "state"}, ["unsnapshottable", "hidden-state", "bypass-write", "clock"]),
+    ("snapshot-chain", {"kind": "state", "restored": True}, ["unsnapshottable", "hidden-state", "bypass-write", "clock"]),
+    ("snapshot-chain", {"kind": "state", "restored": False}, ["clock", "random", "environ", "object-id"]),
     ("output-commit", {}, ["clock", "random", "hidden-state"]),
 ])
 def test_likely_causes_rank_by_evidence(invariant: str, evidence: dict[str, Any], codes: list[str]) -> None:
