@@ -40,6 +40,8 @@ CAUSES: dict[str, Cause] = {c.code: c for c in (
           "change shared values only through ctx.put, ctx.add, ctx.update or ctx.apply"),
     Cause("exception", "an exception in the middlebox's own code",
           "reproduce it with `crash-replay RUN --at EVENT --keep DIR` and `recover`, then fix the code"),
+    Cause("endless-loop", "a loop that never ends (waiting for state a restore lost, or for time to pass)",
+          "bound every loop by the packet and the state in ctx, and never wait inside process()"),
     Cause("ftmbctl", "a bug in ftmbctl's recovery, not in the middlebox",
           "report it with the crash image (`crash-replay RUN --at EVENT --keep DIR`)"),
 )}
@@ -57,6 +59,8 @@ RULES: tuple[tuple[dict[str, Any], tuple[str, ...]], ...] = (
      ("exception", "unsnapshottable", "hidden-state")),
     ({"kind": {"exception"}, "restored": True}, ("exception", "hidden-state", "cache")),
     ({"kind": {"exception"}}, ("exception",)),
+    ({"kind": {"hang"}, "restored": True}, ("endless-loop", "hidden-state", "clock")),
+    ({"kind": {"hang"}}, ("endless-loop", "clock")),
     ({"invariant": {"exactly-once-input", "exactly-once-output"}}, ("ftmbctl",)),
     ({"kind": {"release", "input", "output-twice"}}, ("ftmbctl",)),  # the release rule or the output log
     ({"invariant": {"snapshot-chain"}, "restored": True}, ("unsnapshottable", "hidden-state", "bypass-write", "clock")),

@@ -236,7 +236,8 @@ DEFAULT_SWEEP = "40 random crash points (seed 1) with their torn variants, plus 
 
 
 def _sweep_config(at: list[int], every: Optional[int], random_points: Optional[int], seed: int, all_points: bool,
-                  torn: bool, jobs: int, keep: Optional[Path], chain: str = "all") -> Any:
+                  torn: bool, jobs: int, keep: Optional[Path], chain: str = "all",
+                  point_timeout: float | None = None) -> Any:
     from ftmbctl.errors import UsageError
     from ftmbctl.verify import SweepConfig
 
@@ -249,8 +250,13 @@ def _sweep_config(at: list[int], every: Optional[int], random_points: Optional[i
         if not chain.isdigit():
             raise UsageError(f"--chain takes all, none or a number of snapshots, got {chain!r}")
         sample = int(chain)
-    return SweepConfig(at=list(at), every=every, sample=random_points, seed=seed, everything=all_points, torn=torn,
-                       jobs=jobs, keep=keep, chain=chain != "none", chain_sample=sample)
+    cfg = SweepConfig(at=list(at), every=every, sample=random_points, seed=seed, everything=all_points, torn=torn,
+                      jobs=jobs, keep=keep, chain=chain != "none", chain_sample=sample)
+    if point_timeout is not None:  # None: the library's default
+        if point_timeout < 0:
+            raise UsageError(f"--point-timeout must be 0 (no limit) or a number of seconds, got {point_timeout:g}")
+        cfg.point_timeout = point_timeout or None
+    return cfg
 
 
 def _run_sweep(run: Path, cfg: Any) -> Any:
@@ -277,6 +283,9 @@ def crash_replay(
                               help="Snapshot-chain points to add: every snapshot, none, or N snapshots drawn with "
                                    "--seed (the end of the run is always checked unless none)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes (0: one per core)."),
+    point_timeout: float = typer.Option(600.0, "--point-timeout", metavar="SECONDS",
+                                        help="A crash point whose recovery takes longer fails recovery-completes "
+                                             "(the middlebox may loop forever) and the sweep goes on; 0: no limit."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Crash a recorded run at chosen points, recover from what was durable, and check the result.
@@ -289,7 +298,7 @@ def crash_replay(
     from ftmbctl import render
     from ftmbctl.report import report_json
 
-    cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep, chain)
+    cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep, chain, point_timeout)
     render.note(f"crash-replay {run}: seed {cfg.seed}")
     report = _run_sweep(run, cfg)
     if json_out:

@@ -289,6 +289,8 @@ class ChaosScheduler:
         except _Abort:
             return
         except BaseException as exc:  # a middlebox bug: hand the baton to io, which reports it
+            if self.aborted:  # the run was given up (a recovery past its deadline): no one waits for it
+                return
             self.error = exc
             self.done[q] = True
             self.alive -= 1

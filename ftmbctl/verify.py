@@ -45,8 +45,10 @@ from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError
 from ftmbctl.hashing import hash64
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
+from ftmbctl.watchdog import RecoveryTimeout, deadline
 
 RESULTS = Path("crash") / "results.json"
+POINT_TIMEOUT = 600.0  # default deadline of one crash point's recovery, in seconds
 SHOWN_PER_INVARIANT = 3  # violations listed per invariant and crash point; the rest are counted
 # DESIGN §7's order: the order failures are summarised in.
 INVARIANTS = ("output-commit", "exactly-once-input", "exactly-once-output", "logged-prefix-state", "full-state",
@@ -65,6 +67,7 @@ class SweepConfig:
     keep: Path | None = None
     chain: bool = True  # add the snapshot-chain crash points
     chain_sample: int | None = None  # of those, only this many snapshots (drawn with seed); None: all
+    point_timeout: float | None = POINT_TIMEOUT  # seconds one crash point may take; None: no limit
 
 
 # ---- hash seeds (DESIGN §6 step 7) ----
@@ -103,41 +106,30 @@ def _hash_seed_for_children(seed: int) -> Iterator[None]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(run_path: str, keep: str | None, scratch: str) -> None:
+def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT) -> None:
     """Per process: the run, its timeline index, and a cache that keeps only the failure-free
     snapshots the last crash points used (points come in timeline order)."""
     run = RunDir(Path(run_path))
     _WORKER.update(run=run, events=run.events(), keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
-                   scheduler=run.manifest.get("scheduler", "chaos"), states=BoundedCache(SNAPSHOT_CACHE),
+                   scheduler=run.manifest.get("scheduler", "chaos"), states=BoundedCache(SNAPSHOT_CACHE), timeout=timeout,
                    hash_seeds_differ=record_hash_seed(run.manifest) != os.environ.get("PYTHONHASHSEED"))
 
 
 def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
     w = _WORKER
-    run: RunDir = w["run"]
     started = time.perf_counter()
     verdict: dict[str, Any] = {"event": point.event, "variant": point.variant, "kind": w["events"][point.event].name}
     if chain:
         verdict["chain"] = True
-    recovery = None
+    made: list[Any] = []  # the recovery, once built: the deadline and the error paths look at it
     try:
-        spec = image_spec(run, w["events"], point)
-        if w["keep"] is not None:
-            image = RunDir(write_image(run, point, spec, w["keep"] / f"crash-{point.event:06d}-{point.variant}"))
-        else:
-            image = image_view(run, spec)
-        out = w["scratch"] / "recovered"
-        if out.exists():
-            shutil.rmtree(out)
-        recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run)
-        recovery.reference_states = w["states"]  # failure-free snapshots: the last few decoded, kept per process
-        recovery.scratch = w["keep"] is None
-        res = recovery.recover()
-        found = check_point(res, out, w["names"], chain, _evidence(w, res))
-        verdict["recovery"] = _summary(res)
+        with deadline(w["timeout"], lambda: made[0].sched.threads if made else []):
+            found, verdict["recovery"] = _recover_and_check(point, chain, made)
+    except RecoveryTimeout as exc:  # the middlebox (or its replay) never returned
+        found = [_timeout_violation(exc, w, made[0] if made else None)]
     except MiddleboxError as exc:  # the middlebox broke: a verdict on this point, and the sweep goes on
-        found = [_completes_violation(exc, w, recovery.res if recovery is not None else None)]
+        found = [_completes_violation(exc, w, made[0].res if made else None)]
     except FtmbError as exc:
         if exc.exit_code == 3:  # a damaged run or bad input is reported as such, never as a verdict
             raise
@@ -151,6 +143,39 @@ def _evidence(w: dict[str, Any], res: RecoveryResult | None) -> dict[str, Any]:
     """Facts about this crash point that help tell a likely cause (ftmbctl.causes)."""
     return {"restored": bool(res and res.snapshot), "hash_seeds_differ": w["hash_seeds_differ"],
             "scheduler": w["scheduler"]}
+
+
+def _recover_and_check(point: CrashPoint, chain: bool,
+                       made: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Build the crash image of ``point``, recover from it, compare: (violations, recovery summary)."""
+    w = _WORKER
+    run: RunDir = w["run"]
+    spec = image_spec(run, w["events"], point)
+    if w["keep"] is not None:
+        image = RunDir(write_image(run, point, spec, w["keep"] / f"crash-{point.event:06d}-{point.variant}"))
+    else:
+        image = image_view(run, spec)
+    out = w["scratch"] / "recovered"
+    if out.exists():
+        shutil.rmtree(out)
+    recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run)
+    made.append(recovery)
+    recovery.reference_states = w["states"]  # failure-free snapshots: the last few decoded, kept per process
+    recovery.scratch = w["keep"] is None
+    res = recovery.recover()
+    return check_point(res, out, w["names"], chain, _evidence(w, res)), _summary(res)
+
+
+def _timeout_violation(exc: RecoveryTimeout, w: dict[str, Any], recovery: Any) -> dict[str, Any]:
+    """A recovery past its deadline: its queues are ended, and where each one was is reported."""
+    where = ""
+    if recovery is not None:
+        recovery.sched.abort()  # parked queues end; the one that looped got RecoveryTimeout
+        at = [f"queue {ctx.queue} at packet {ctx.packet.id}" for ctx in recovery.contexts if ctx.packet is not None]
+        where = f" ({', '.join(at)})" if at else ""
+    evidence = {**_evidence(w, recovery.res if recovery is not None else None), "kind": "hang"}
+    return {"invariant": "recovery-completes", "message": f"recovery {exc}{where}: the middlebox may loop forever",
+            "evidence": evidence}
 
 
 def _completes_violation(exc: MiddleboxError, w: dict[str, Any], res: RecoveryResult | None) -> dict[str, Any]:
@@ -310,7 +335,7 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
         # Started, not forked, even for one job: a fork would inherit this process's hash seed.
         with _hash_seed_for_children(hash_seed), \
                 ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                                    initargs=(str(run.path), keep, scratch)) as pool:
+                                    initargs=(str(run.path), keep, scratch, cfg.point_timeout)) as pool:
             chunk = max(1, min(4, len(todo) // (4 * jobs)))
             for i, verdict in enumerate(pool.map(_run_point, todo, [p in chain for p in todo], chunksize=chunk)):
                 results.append(verdict)

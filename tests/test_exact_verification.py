@@ -151,6 +151,22 @@ def test_a_middlebox_that_raises_after_a_restore_fails_recovery_completes(small_
     assert done.returncode == 1 and "recovery-completes" in done.stdout
 
 
+def test_a_middlebox_that_loops_after_a_restore_fails_at_the_deadline_and_the_sweep_goes_on(
+        small_trace_head, tmp_path: Path) -> None:
+    run = record_run(small_trace_head(PACKETS), tmp_path / "run", spec("LoopsAfterRestore"), queues=2)
+    report = sweep(run, SweepConfig(at=[5], chain=True, chain_sample=1, jobs=2, point_timeout=1.5))
+    hung = [p for p in report.points if not p["consistent"]]
+    assert hung and any(p["consistent"] for p in report.points)  # from the initial state it recovers
+    for point in hung:
+        (violation,) = point["violations"]
+        assert violation["invariant"] == "recovery-completes"
+        assert violation["message"].startswith("recovery did not finish within 1.5 s (queue ")
+        assert violation["likely_causes"][0] == "endless-loop"
+        assert point["seconds"] < 10
+    done = cli("crash-replay", run, "--at", 5, "--chain", 1, "--jobs", 1, "--point-timeout", 1, hash_seed="0")
+    assert done.returncode == 1 and "did not finish within 1 s" in done.stdout, done.stdout + done.stderr
+
+
 def test_a_non_deterministic_declare_is_a_middlebox_error(small_trace_head, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert cli("record", small_trace_head(PACKETS), "-m", spec("SetOrderDeclare"), "-q", 2, "--out", run,

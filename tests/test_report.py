@@ -361,6 +361,8 @@ def test_consistent_report_is_the_summary_alone(text) -> None:
      ["exception", "hidden-state", "cache"]),
     ("recovery-completes", {"kind": "exception", "exception_type": "AttributeError", "restored": False},
      ["exception"]),
+    ("recovery-completes", {"kind": "hang", "restored": True}, ["endless-loop", "hidden-state", "clock"]),
+    ("recovery-completes", {"kind": "hang", "restored": False}, ["endless-loop", "clock"]),
     ("exactly-once-output", {}, ["ftmbctl"]),
     ("output-commit", {"kind": "release", "restored": True, "hash_seeds_differ": True}, ["ftmbctl"]),
     ("snapshot-chain", {"kind": "state", "restored": True}, ["unsnapshottable", "hidden-state", "bypass-write", "clock"]),
@@ -386,7 +388,7 @@ def test_describe_is_one_sentence_with_the_best_fix() -> None:
 
 def test_catalogue_covers_the_causes_design_names() -> None:
     assert set(CAUSES) == {"str-hash", "set-order", "object-id", "cache", "hidden-state", "clock", "random", "environ",
-                           "unsnapshottable", "bypass-write", "exception", "ftmbctl"}
+                           "unsnapshottable", "bypass-write", "exception", "endless-loop", "ftmbctl"}
     words = " ".join(c.what for c in CAUSES.values())
     for needle in ("hash()", "set", "id()", "lru_cache", "self", "module", "threading.local", "time.time",
                    "datetime.now", "os.urandom", "uuid", "environment variable", "snapshots cannot keep",

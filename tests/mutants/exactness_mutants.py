@@ -12,6 +12,7 @@ decides, so a wrong decision shows in the outputs of every packet it touches.
 |                   | (and so in the order the queues happened to run)           | recovers a packet, but a      |
 |                   |                                                            | worker's first from the start |
 | RaisesAfterRestore| state on ``self`` that a restore loses, then relied upon   | recovery-completes            |
+| LoopsAfterRestore | the same, waited for in a loop that never ends             | recovery-completes (deadline) |
 | SetOrderDeclare   | ``declare()`` iterates a set of str                         | recovery-completes (declare)  |
 
 ``CorrectClass`` does what the first two should: the same decision from a hash that is the same
@@ -140,3 +141,15 @@ class SetOrderDeclare(Middlebox):
     def process(self, ctx: Any, pkt: Any) -> None:
         ctx.add(self.counters[CLASSES[len(pkt.data) % len(CLASSES)]], 1)
         ctx.emit(pkt.data)
+
+
+class LoopsAfterRestore(RaisesAfterRestore):
+    """BUG: where ``RaisesAfterRestore`` raises, this one waits for a flag that nothing will set."""
+
+    name = "loops-after-restore"
+    summary = "waits forever for a flag on self that a restore loses"
+
+    def process(self, ctx: Any, pkt: Any) -> None:
+        while ctx.local["seen"] and not self.started:
+            pass
+        super().process(ctx, pkt)

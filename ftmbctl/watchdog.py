@@ -1,0 +1,55 @@
+"""A deadline for one recovery: a middlebox that never returns must not hang a sweep (DESIGN §7).
+
+A recovery runs its queues as threads of the process that checks the crash point; its main
+thread is the Input Logger. When the deadline passes, SIGALRM interrupts the main thread
+wherever it waits, and every other thread the recovery names gets ``RecoveryTimeout`` raised
+at its next bytecode (CPython's ``PyThreadState_SetAsyncExc``), so a middlebox stuck in a
+Python loop ends with its thread and the process goes on with the next crash point. A thread
+blocked in C (a ``time.sleep`` of an hour) ends when that call returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import threading
+from typing import Callable, Iterator
+
+
+class RecoveryTimeout(Exception):
+    """A recovery did not finish before its deadline."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__(f"did not finish within {seconds:g} s")
+        self.seconds = seconds
+
+
+def _raise_in(thread: threading.Thread) -> None:
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(RecoveryTimeout))
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, threads: Callable[[], list[threading.Thread]]) -> Iterator[None]:
+    """Raise ``RecoveryTimeout`` in this thread, and in each of ``threads()``, ``seconds`` from now.
+
+    Only the main thread receives signals: elsewhere (or with no ``seconds``) there is no deadline.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        for thread in threads():
+            if thread is not threading.current_thread():
+                _raise_in(thread)
+        raise RecoveryTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
