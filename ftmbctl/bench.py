@@ -285,7 +285,8 @@ def time_recovery(run: RunDir, events: list[rec.Event], index: int, scratch: Pat
     out = scratch / "recovered"
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    recovery = Recovery(image, no_arrivals, out)
+    # a run this benchmark recorded itself, with the middlebox its configuration names
+    recovery = Recovery(image, no_arrivals, out, middlebox=run.manifest["middlebox"]["spec"])
     restored = time.perf_counter()
     res = recovery.recover()
     done = time.perf_counter()
@@ -473,7 +474,8 @@ def pal_bytes(b: Bench) -> dict[str, Any]:
 def sweep_rate(b: Bench) -> dict[str, Any]:
     b.say(f"sweep_rate: verify sweep of {b.cfg.sweep_points} random crash points with torn variants")
     started = time.perf_counter()
-    report = sweep(b.main_run().path, SweepConfig(sample=b.cfg.sweep_points, seed=1, torn=True, jobs=0))
+    report = sweep(b.main_run().path, SweepConfig(sample=b.cfg.sweep_points, seed=1, torn=True, jobs=0,
+                                                            middlebox=b.cfg.middlebox))
     seconds = time.perf_counter() - started
     value = len(report.points) / seconds
     detail = (f"{len(report.points)} crash points in {seconds:.1f} s on {os.cpu_count()} cores, "

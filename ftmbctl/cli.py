@@ -1,7 +1,9 @@
 """The command line: parse options, call one library function, render its result.
 
 Errors from the engine arrive as ``FtmbError`` subclasses and leave here as one sentence on
-stderr and the exit code of their class: 1 inconsistency, 2 usage, 3 bad input or damaged run.
+stderr and the exit code of their class: 1 inconsistency, 2 usage (or another ftmbctl is writing
+the directory), 3 bad input or damaged run, 4 the machine failed (a write refused: disk full, file
+too large, read-only, permission).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from ftmbctl import __version__
-from ftmbctl.errors import FtmbError
+from ftmbctl.errors import MACHINE_ERRNOS, FtmbError, MachineError, writes_to
 
 app = typer.Typer(
     name="ftmbctl",
@@ -28,6 +30,9 @@ app = typer.Typer(
 )
 
 BUNDLED_TRACE = Path(__file__).resolve().parent.parent / "traces" / "mixed.pcap"
+MIDDLEBOX_TO_RUN = ("The middlebox code to replay with (as for record), which must be the code the run was recorded "
+                    "with; needed unless the run's middlebox is built in: a run directory never decides what code "
+                    "runs.")
 
 
 class Scheduler(str, Enum):
@@ -60,6 +65,10 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except FtmbError as exc:
             _fail(str(exc), exc.exit_code)
+        except OSError as exc:  # last resort: an OS refusal no layer below named is still no verdict
+            if exc.errno not in MACHINE_ERRNOS:
+                raise
+            _fail(str(MachineError.from_os(exc)), MachineError.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 
@@ -173,10 +182,13 @@ def export(
     if outputs is None and alerts is None:
         raise UsageError("give --outputs FILE.pcap and/or --alerts FILE.jsonl")
     if outputs is not None:
-        count, fmt = export_outputs(run, outputs)
+        with writes_to(outputs):
+            count, fmt = export_outputs(run, outputs)
         render.say(f"wrote {count:,} released outputs to {outputs} ({fmt})")
     if alerts is not None:
-        render.say(f"wrote {export_alerts(run, alerts):,} released alerts to {alerts}")
+        with writes_to(alerts):
+            count = export_alerts(run, alerts)
+        render.say(f"wrote {count:,} released alerts to {alerts}")
 
 
 @app.command()
@@ -283,6 +295,7 @@ def crash_replay(
                               help="Snapshot-chain points to add: every snapshot, none, or N snapshots drawn with "
                                    "--seed (the end of the run is always checked unless none)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes (0: one per core)."),
+    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
     point_timeout: float = typer.Option(600.0, "--point-timeout", metavar="SECONDS",
                                         help="A crash point whose recovery takes longer fails recovery-completes "
                                              "(the middlebox may loop forever) and the sweep goes on; 0: no limit."),
@@ -293,12 +306,15 @@ def crash_replay(
     Without a selection it runs the default sweep. Results go to RUN/crash/results.json, which
     `ftmbctl verify` reports. The snapshot chain (a crash just before each snapshot and after the
     last event) is checked too; on a long run, where it means one recovery per snapshot,
-    --chain N checks a sample. Exit codes as for verify: 0 consistent, 1 inconsistent.
+    --chain N checks a sample. Exit codes as for verify: 0 consistent, 1 inconsistent, 2 usage
+    error or another ftmbctl writing RUN, 3 bad input or damaged run, 4 a write failed (disk full,
+    read-only, permission).
     """
     from ftmbctl import render
     from ftmbctl.report import report_json
 
     cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep, chain, point_timeout)
+    cfg.middlebox = middlebox
     render.note(f"crash-replay {run}: seed {cfg.seed}")
     report = _run_sweep(run, cfg)
     if json_out:
@@ -317,10 +333,13 @@ def verify(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object: consistent, crash_points, ..."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file, one test case per crash point."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes for a default sweep (0: one per core)."),
+    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
 ) -> None:
     """Report whether the middlebox recovered consistently from every crash point.
 
-    Exit codes: 0 consistent, 1 inconsistency found, 2 usage error, 3 bad input or damaged run.
+    Exit codes: 0 consistent, 1 inconsistency found, 2 usage error (or another ftmbctl is writing
+    RUN), 3 bad input or damaged run, 4 the machine failed: a write was refused (disk full, file
+    too large, read-only file system, permission); no verdict, crash/results.json is left as it was.
     """
     from ftmbctl import render
     from ftmbctl.report import report_json, report_junit
@@ -330,7 +349,9 @@ def verify(
         report = load_report(run)
         if report is None:
             render.note(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
-            report = _run_sweep(run, _sweep_config([], None, None, 1, False, False, jobs, None))
+            cfg = _sweep_config([], None, None, 1, False, False, jobs, None)
+            cfg.middlebox = middlebox
+            report = _run_sweep(run, cfg)
     except FtmbError as exc:
         if junit is not None:  # CI's reporter gets a file that says why there is no verdict
             _write_junit_error(junit, run, exc)
@@ -348,8 +369,8 @@ def verify(
 def _write_junit(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        _fail(f"{path}: cannot write the JUnit file ({exc.strerror})", 2)
+    except OSError as exc:  # a full or read-only disk is the machine's failure (4), a bad path the user's (2)
+        _fail(f"{path}: cannot write the JUnit file ({exc.strerror})", 4 if exc.errno in MACHINE_ERRNOS else 2)
 
 
 def _write_junit_error(path: Path, run: Path, exc: FtmbError) -> None:
@@ -368,9 +389,12 @@ def _write_junit_error(path: Path, run: Path, exc: FtmbError) -> None:
 @handles_errors
 def recover(
     image: Path = typer.Argument(..., help="A crash image kept by `crash-replay --keep`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory for the recovered execution (replaced)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory for the recovered execution (not IMAGE, "
+                                                      "nor inside or around it)."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Where the packets that were not durable arrive "
                                                                "from again (default: the trace named in the manifest)."),
+    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it is an existing run directory."),
 ) -> None:
     """Recover one crash image on its own, to debug one crash point in isolation.
 
@@ -378,10 +402,12 @@ def recover(
     then processes the inputs that were not durable from the trace. Like a real recovery, which
     cannot know the future, it runs the accesses after the cut free (any order, live clock and
     random values); crash-replay and verify instead follow the failure-free run's schedule there
-    and compare exactly. Exits 1 if the replay
-    diverged from its log or an output released before the crash came out different. An image
+    and compare exactly. Exits 1 if the replay diverged from its log or an output released
+    before the crash came out different. An image
     of a --mode no-replay run is restored only: the inputs after its snapshot are lost, and it
-    exits 1 if an output released before the crash is not covered by that snapshot.
+    exits 1 if an output released before the crash is not covered by that snapshot. Other exit
+    codes: 2 usage error (an existing --out without --force, or another ftmbctl writing it), 3 bad
+    input or damaged image, 4 a write failed (disk full, read-only, permission).
     """
     from ftmbctl import render
     from ftmbctl.errors import BadInput
@@ -391,13 +417,13 @@ def recover(
     from ftmbctl.rundir import RunDir
 
     image_dir = RunDir(image)
-    image_dir.check_middlebox(snapshots=False)
+    image_dir.check_middlebox(snapshots=False, named=middlebox)
     source = trace or Path(image_dir.manifest["trace"]["path"])
     if trace_sha256(source) != image_dir.manifest["trace"]["sha256"]:
         raise BadInput(f"{source}: not the trace this run was recorded from (SHA-256 differs); pass --trace")
     if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
         _fail(f"{out} is a non-empty directory that is not an ftmbctl run; refusing to replace it", 2)
-    res = do_recover(image_dir, arrivals_from_trace(source), out)
+    res = do_recover(image_dir, arrivals_from_trace(source), out, middlebox=middlebox, force=force)
     render.print_recovery(res)
     if res.divergences or res.output_mismatches or res.missing_outputs or res.uncovered_outputs:
         raise typer.Exit(1)

@@ -31,7 +31,7 @@ def run_files(run_dir: Path) -> list[Path]:
 
 def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complete: bool,
                    result: Any = None, extra: dict[str, Any] | None = None,
-                   hash_files: bool = True) -> dict[str, int]:
+                   hash_files: bool = True, source_sha256: str | None = None) -> dict[str, int]:
     run_dir: Path = cfg.out
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -40,7 +40,7 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
         "run_id": run_id.hex(),
         "mode": cfg.mode,
         "trace": {"path": str(cfg.trace), "sha256": trace_sha},
-        "middlebox": {"spec": cfg.middlebox, "options": list(cfg.mb_opts)},
+        "middlebox": {"spec": cfg.middlebox, "options": list(cfg.mb_opts), "source_sha256": source_sha256},
         "queues": cfg.queues,
         "scheduler": cfg.scheduler,
         "seed": cfg.seed,

@@ -24,19 +24,21 @@ from ftmbctl.pcapio import RawPacket
 from ftmbctl.record import RecordConfig, Recorder
 from ftmbctl.recovery import Arrivals, RecoveryResult, restore_latest
 from ftmbctl.rundir import RunDir
+from ftmbctl.trust import spec_to_run
 
 
 class NoReplayRecovery(Recorder):
     """The record engine in No-Replay mode, started from a snapshot, after the lost inputs."""
 
-    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> None:
+    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
+                 middlebox: str | None = None) -> None:
         """With ``compare_with`` (a verify sweep), the continuation stops at its first snapshot:
         there is no failure-free state to compare with once inputs were lost, and the first
         snapshot shows that the recovered middlebox runs and releases again."""
         man = image.manifest
         mb = man["middlebox"]
-        cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out, middlebox=mb["spec"],
-                           mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
+        cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out,
+                           middlebox=spec_to_run(man, middlebox, image.path), mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
                            flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], mode="no-replay",
                            force=True)
         super().__init__(cfg, build_middlebox(cfg.middlebox, cfg.mb_opts))

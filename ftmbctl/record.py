@@ -23,14 +23,16 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
-from ftmbctl.errors import BadInput, FtmbError, UsageError
+from ftmbctl.errors import BadInput, FtmbError, MachineError, UsageError
 from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import file_sha256, hash64
+from ftmbctl.locking import exclusive
 from ftmbctl.manifest import read_manifest, write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket, iter_packets
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
+from ftmbctl.trust import source_sha256
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
 from ftmbctl.storage import QueueLog, Storage
 
@@ -178,7 +180,13 @@ def prepare_out(out: Path, force: bool) -> Path | None:
         if backup.exists():
             shutil.rmtree(backup)
         out.rename(backup)
-    (out / "snapshots").mkdir(parents=True)
+    try:
+        (out / "snapshots").mkdir(parents=True)
+    except OSError:  # read-only, no permission, disk full: the old run comes back
+        shutil.rmtree(out, ignore_errors=True)
+        if backup is not None:
+            backup.rename(out)
+        raise
     return backup
 
 
@@ -216,6 +224,7 @@ class Recorder:
         self.final_state: dict[str, Any] = {}
         self.manifest_extra: dict[str, Any] = {}
         self.replaced: Path | None = None  # an old run moved aside by --force until this one completes
+        self.made_out = False  # cfg.out is this run's (prepare_out made it): a failure removes it
         self.interrupted: str | None = None  # set by a signal: the trace ends early, the run stays usable
 
     # ---- worker side ----
@@ -225,6 +234,8 @@ class Recorder:
         ctx.outputs = []
         try:
             self.mb.process(ctx, pkt)
+        except MachineError:  # the disk refused a log write made during the call: not the middlebox's doing
+            raise
         except Exception as exc:  # a middlebox bug: remember which packet, the scheduler stops the run
             raise MiddleboxFailed(pkt.id, q, exc) from exc
         outs = ctx.outputs
@@ -300,6 +311,19 @@ class Recorder:
             live.reseed(derive_seed(self.cfg.seed, number, q))
 
     def run(self) -> RecordResult:
+        """Run the trace. When the machine refuses a write (disk full, file too large, read-only,
+        permission), the workers stop, what this run created goes, a run ``--force`` was replacing
+        comes back, and a ``MachineError`` names the file (exit 4: no verdict on anything)."""
+        try:
+            return self._run()
+        except (MachineError, OSError) as exc:
+            self.sched.abort()
+            self._discard()
+            if isinstance(exc, OSError) and exc.errno:  # not from a writer that names its file
+                raise MachineError.from_os(exc, what="cannot be read or written") from None
+            raise
+
+    def _run(self) -> RecordResult:
         cfg = self.cfg
         started = time.perf_counter()
         trace_sha = self.trace_sha or trace_sha256(cfg.trace)
@@ -313,6 +337,7 @@ class Recorder:
         sched = self.sched
         if self.instrumented:
             self.replaced = prepare_out(cfg.out, cfg.force)
+            self.made_out = True
             # not fsynced: until the final manifest replaces it, it only marks an unfinished run
             write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=False, extra=self.manifest_extra,
                            hash_files=False)
@@ -327,6 +352,8 @@ class Recorder:
                 self._cover_tail(self.start_boundary + count)
             sched.stop()
         except WorkerFailed as failed:
+            if isinstance(failed.__cause__, MachineError):  # a worker's log write failed: run() cleans up
+                raise failed.__cause__ from None
             sched.abort()
             self._discard()
             raise self._failure(failed.__cause__) from None
@@ -355,7 +382,10 @@ class Recorder:
             self.result.events = self.storage.events
             self.result.files = write_manifest(cfg, self.run_id, trace_sha, self.shared, complete=True,
                                                result=self.result, extra=self.manifest_extra,
-                                               hash_files=self.durable_writes)
+                                               hash_files=self.durable_writes,
+                                               # what replays of this run must run (trust.py); not for scratch runs
+                                               source_sha256=source_sha256(type(self.mb)) if self.durable_writes
+                                               else None)
         if self.replaced is not None:
             shutil.rmtree(self.replaced, ignore_errors=True)
         self.result.wall_seconds = time.perf_counter() - started
@@ -383,9 +413,12 @@ class Recorder:
     def _discard(self) -> None:
         if self.storage is not None:
             self.storage.close()
+        if self.made_out:  # once: only what this run made goes
+            self.made_out = False
             shutil.rmtree(self.cfg.out, ignore_errors=True)
             if self.replaced is not None:  # the run that --force was to replace comes back
                 self.replaced.rename(self.cfg.out)
+                self.replaced = None
 
     def _count_records(self) -> tuple[int, int]:
         if self.no_replay:
@@ -452,11 +485,13 @@ def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None
     A first SIGINT (Ctrl-C) or SIGTERM ends the trace at the next packet boundary: the queues
     drain, the logs are flushed and the run is finished as the record of the packets read so far,
     so crash-replay and verify can use it; the result says so. A second one stops at once.
+    Another process writing ``cfg.out`` (locking.py) refuses this record with a ``UsageError``.
     """
     middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
     cfg.mb_opts = type(middlebox).canonical_pairs(cfg.mb_opts)  # what the manifest keeps for recovery
     recorder = Recorder(cfg, middlebox, progress)
-    with _graceful_signals(recorder):
+    # one writer per run directory (locking.py); the vanilla baseline writes none
+    with _graceful_signals(recorder), exclusive(cfg.out) if recorder.instrumented else contextlib.nullcontext():
         return recorder.run()
 
 

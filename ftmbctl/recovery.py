@@ -21,14 +21,14 @@ outside world: the packets that arrive again, and the failure-free run to compar
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.causal import causal_cut
-from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError
+from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError, UsageError
+from ftmbctl.locking import exclusive
 from ftmbctl.manifest import snapshot_misplaced
 from ftmbctl.middlebox import Packet, build_middlebox
 from ftmbctl.pcapio import RawPacket
@@ -40,6 +40,7 @@ from ftmbctl.scheduler import ReplayStalled
 from ftmbctl.shared import check_declared, dumped_variables
 from ftmbctl.snapshot import Snapshot
 from ftmbctl.store import FILE_HEADER
+from ftmbctl.trust import spec_to_run
 
 Arrivals = Callable[[int], Iterator[RawPacket]]  # inputs from a packet id on, as they arrive again
 
@@ -170,11 +171,14 @@ def state_difference(state: dict[str, Any], reference: dict[str, Any]) -> str | 
 class Recovery(Recorder):
     """The record engine, started from a snapshot, replaying S first."""
 
-    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> None:
+    def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
+                 middlebox: str | None = None) -> None:
+        """``middlebox``: the spec the user named (``--middlebox``); without it only a built-in the
+        manifest names is run (trust.py)."""
         man = image.manifest
         mb = man["middlebox"]
-        cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out, middlebox=mb["spec"],
-                           mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
+        cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out,
+                           middlebox=spec_to_run(man, middlebox, image.path), mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
                            flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], force=True)
         middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
         try:
@@ -488,16 +492,35 @@ def arrivals_from_trace(trace: Path) -> Arrivals:
     return arrivals
 
 
-def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> Any:
+def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
+                  middlebox: str | None = None) -> Any:
     """The recovery the image's mode calls for: replay (FTMB) or restore only (No-Replay)."""
     if image.manifest.get("mode") == "no-replay":
         from ftmbctl.noreplay import NoReplayRecovery
-        return NoReplayRecovery(image, arrivals, out, compare_with)
-    return Recovery(image, arrivals, out, compare_with)
+        return NoReplayRecovery(image, arrivals, out, compare_with, middlebox)
+    return Recovery(image, arrivals, out, compare_with, middlebox)
 
 
-def recover(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None) -> RecoveryResult:
-    """Recover ``image`` into the run directory ``out`` (replaced)."""
-    if out.exists():
-        shutil.rmtree(out)
-    return make_recovery(image, arrivals, out, compare_with).recover()
+def recover(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
+            middlebox: str | None = None, force: bool = True) -> RecoveryResult:
+    """Recover ``image`` into the run directory ``out`` (replaced), running ``middlebox`` (the
+    user's spec; None: the built-in the manifest names).
+
+    ``out`` is never the image, inside it or around it, and is replaced only with ``force`` (the
+    old run is put back if the recovery fails); another process writing it refuses this one."""
+    _refuse_overlap(image.path, out)
+    with exclusive(out):
+        if out.exists() and not force:
+            raise UsageError(f"{out} already exists; pass --force to overwrite it")
+        return make_recovery(image, arrivals, out, compare_with, middlebox).recover()
+
+
+def _refuse_overlap(image: Path, out: Path) -> None:
+    """Replacing ``out`` must not destroy the image it is recovered from."""
+    src, dst = image.resolve(), out.resolve()
+    if dst == src:
+        raise UsageError(f"--out {out} is the crash image itself; recovering into it would destroy it")
+    if src in dst.parents:
+        raise UsageError(f"--out {out} is inside the crash image {image}; recover into a directory outside it")
+    if dst in src.parents:
+        raise UsageError(f"--out {out} holds the crash image {image}; replacing it would destroy the image")

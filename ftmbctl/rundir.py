@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar, overload
 
 from ftmbctl import records as rec
-from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError
+from ftmbctl.errors import BadInput, DamagedRun, FtmbError, MiddleboxError
 from ftmbctl.hashing import file_sha256
 from ftmbctl.manifest import read_manifest, snapshot_misplaced
 from ftmbctl.snapshot import Snapshot, read_snapshot
@@ -412,19 +412,24 @@ class RunDir:
                 if size != length:
                     raise DamagedRun(f"{self.path / name}: {size} bytes, but the timeline's last event says {length}")
 
-    def check_middlebox(self, snapshots: bool = True) -> Any:
-        """The middlebox the manifest names must load, with its options, and declare the same
-        shared variables as when the run was recorded; with ``snapshots``, every snapshot must sit
-        where ``snapshot_every`` puts it (a crash image is left to recovery, which skips damaged
-        snapshots)."""
+    def check_middlebox(self, snapshots: bool = True, named: str | None = None) -> Any:
+        """The middlebox to replay this run with (a built-in the manifest names, or ``named``, the
+        user's ``--middlebox``: never code the manifest alone names, trust.py) must be the code the
+        run was recorded with, load with its options, and declare the same shared variables; with
+        ``snapshots``, every snapshot must sit where ``snapshot_every`` puts it (a crash image is
+        left to recovery, which skips damaged snapshots). Returns the middlebox."""
         from ftmbctl.middlebox import build_middlebox
         from ftmbctl.shared import SharedState, check_declared, dumped_variables
+        from ftmbctl.trust import check_source, spec_to_run
 
-        spec, options = self.manifest["middlebox"]["spec"], self.manifest["middlebox"]["options"]
+        spec, options = spec_to_run(self.manifest, named, self.path), self.manifest["middlebox"]["options"]
         try:
             middlebox = build_middlebox(spec, options)
         except FtmbError as exc:
+            if named:  # the user's code, or options of the manifest it does not take
+                raise BadInput(f"--middlebox {spec!r} cannot replay {self.path}: {exc}") from None
             raise DamagedRun(f"{self.path / 'manifest.json'}: its middlebox {spec!r} cannot be loaded ({exc})") from None
+        check_source(type(middlebox), spec, self.manifest, self.path)
         shared = SharedState()
         try:
             middlebox.declare(shared)

@@ -12,6 +12,7 @@ too. State the codec refuses is reported as ``MiddleboxStateError``, naming wher
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -22,7 +23,7 @@ from typing import Any
 import lz4.block
 
 from ftmbctl import codec
-from ftmbctl.errors import DamagedRun, MiddleboxStateError
+from ftmbctl.errors import DamagedRun, MiddleboxStateError, writes_to
 
 MAGIC = b"FTMS"
 VERSION = 2  # 2: the codec's bytearray tag "B" (formats/snapshot.md)
@@ -70,21 +71,30 @@ def write_atomically(path: Path, data: bytes, sync: bool = True) -> None:
 
     ``sync=False`` keeps the rename (readers still never see a partial file) but skips the
     fsyncs: for scratch runs such as a recovery under verification.
+
+    A write the OS refuses (disk full, read-only, ...) leaves ``path`` as it was, removes the
+    temp file and raises ``MachineError`` naming ``path``.
     """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        if sync:
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if not sync:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with writes_to(path):
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                if sync:
+                    os.fsync(handle.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.replace(tmp, path)
+        if not sync:
+            return
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 @dataclass(frozen=True)

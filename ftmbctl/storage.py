@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ftmbctl import records as rec
+from ftmbctl.errors import FtmbError
 from ftmbctl.parallel import in_parallel
 from ftmbctl.queuelog import QueueEncoder
 from ftmbctl.store import KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, ChunkWriter
@@ -266,8 +267,11 @@ class Storage:
                 writer.close()
 
     def close(self) -> None:
-        """Close files after a failed run, keeping what was written."""
+        """Close files after a failed run, keeping what was written (as much as the disk takes:
+        the run is failing already, maybe because the disk is full)."""
         with self.lock:
-            self._flush_timeline()
+            with contextlib.suppress(FtmbError):
+                self._flush_timeline()
             for writer in (self.input, self.output, self.timeline, *self.queue_files):
-                writer.close()
+                with contextlib.suppress(FtmbError):
+                    writer.close()

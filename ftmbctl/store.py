@@ -24,7 +24,7 @@ from typing import BinaryIO, Iterator
 
 import lz4.block
 
-from ftmbctl.errors import DamagedRun
+from ftmbctl.errors import DamagedRun, writes_to
 
 MAGIC = b"FTMB"
 VERSION = 2  # 2: queue logs store columns (formats/queue-log.md)
@@ -61,10 +61,13 @@ class ChunkWriter:
 
     def __init__(self, path: Path, kind: int, run_id: bytes, aux: int = 0) -> None:
         self.path = path
-        self._file: BinaryIO = open(path, "wb")
         header = pack_file_header(kind, run_id, aux)
-        self._file.write(header)
-        self._file.flush()
+        # Every write names its file when the OS refuses it (a MachineError, exit 4): a worker
+        # thread's flush that fails this way is the disk's failure, never the middlebox's.
+        with writes_to(path):
+            self._file: BinaryIO = open(path, "wb")
+            self._file.write(header)
+            self._file.flush()
         self.extent = (len(header), 0)
 
     @property
@@ -78,15 +81,18 @@ class ChunkWriter:
     def append(self, raw: bytes | bytearray, count: int) -> None:
         length, records = self.extent
         chunk = pack_chunk(raw, records, count)
-        self._file.write(chunk)
-        self._file.flush()
+        with writes_to(self.path):
+            self._file.write(chunk)
+            self._file.flush()
         self.extent = (length + len(chunk), records + count)
 
     def sync(self) -> None:
-        os.fsync(self._file.fileno())
+        with writes_to(self.path):
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        with writes_to(self.path):
+            self._file.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,12 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl.causes import describe, likely_causes
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
-from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError
+from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError, writes_to
 from ftmbctl.hashing import hash64
+from ftmbctl.locking import exclusive
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
+from ftmbctl.snapshot import write_atomically
 from ftmbctl.watchdog import RecoveryTimeout, deadline
 
 RESULTS = Path("crash") / "results.json"
@@ -68,6 +70,7 @@ class SweepConfig:
     chain: bool = True  # add the snapshot-chain crash points
     chain_sample: int | None = None  # of those, only this many snapshots (drawn with seed); None: all
     point_timeout: float | None = POINT_TIMEOUT  # seconds one crash point may take; None: no limit
+    middlebox: str | None = None  # the code to run, named by the user; None: the built-in the run names
 
 
 # ---- hash seeds (DESIGN §6 step 7) ----
@@ -106,13 +109,15 @@ def _hash_seed_for_children(seed: int) -> Iterator[None]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT) -> None:
+def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT,
+                 middlebox: str | None = None) -> None:
     """Per process: the run, its timeline index, and a cache that keeps only the failure-free
     snapshots the last crash points used (points come in timeline order)."""
     run = RunDir(Path(run_path))
     _WORKER.update(run=run, events=run.events(), keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
                    scheduler=run.manifest.get("scheduler", "chaos"), states=BoundedCache(SNAPSHOT_CACHE), timeout=timeout,
+                   middlebox=middlebox,
                    hash_seeds_differ=record_hash_seed(run.manifest) != os.environ.get("PYTHONHASHSEED"))
 
 
@@ -131,7 +136,7 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
     except MiddleboxError as exc:  # the middlebox broke: a verdict on this point, and the sweep goes on
         found = [_completes_violation(exc, w, made[0].res if made else None)]
     except FtmbError as exc:
-        if exc.exit_code == 3:  # a damaged run or bad input is reported as such, never as a verdict
+        if exc.exit_code in (3, 4):  # a damaged run, bad input or a failing disk is no verdict
             raise
         found = [{"invariant": "recovery-completes", "message": f"recovery failed: {exc}"}]
     verdict.update(_capped(found))
@@ -152,13 +157,15 @@ def _recover_and_check(point: CrashPoint, chain: bool,
     run: RunDir = w["run"]
     spec = image_spec(run, w["events"], point)
     if w["keep"] is not None:
-        image = RunDir(write_image(run, point, spec, w["keep"] / f"crash-{point.event:06d}-{point.variant}"))
+        dest = w["keep"] / f"crash-{point.event:06d}-{point.variant}"
+        with writes_to(dest):
+            image = RunDir(write_image(run, point, spec, dest))
     else:
         image = image_view(run, spec)
     out = w["scratch"] / "recovered"
     if out.exists():
         shutil.rmtree(out)
-    recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run)
+    recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run, middlebox=w["middlebox"])
     made.append(recovery)
     recovery.reference_states = w["states"]  # failure-free snapshots: the last few decoded, kept per process
     recovery.scratch = w["keep"] is None
@@ -314,10 +321,17 @@ class SweepReport:
 
 
 def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None] | None = None) -> SweepReport:
-    """Crash, recover and check every selected point; write crash/results.json under the run."""
+    """Crash, recover and check every selected point; write crash/results.json under the run
+    (atomically: a failing disk leaves the previous results as they were). Another process
+    writing the run (a sweep, a record --force) refuses this one (locking.py)."""
+    with exclusive(run_path, create=False):
+        return _sweep(run_path, cfg, progress)
+
+
+def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None] | None) -> SweepReport:
     run = RunDir(run_path)
     run.check_complete()  # every byte as the manifest lists it, before anything is claimed
-    middlebox = run.check_middlebox()
+    middlebox = run.check_middlebox(named=cfg.middlebox)
     run.reference()
     events = run.events()
     if not events:
@@ -335,7 +349,8 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
         # Started, not forked, even for one job: a fork would inherit this process's hash seed.
         with _hash_seed_for_children(hash_seed), \
                 ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                                    initargs=(str(run.path), keep, scratch, cfg.point_timeout)) as pool:
+                                    initargs=(str(run.path), keep, scratch, cfg.point_timeout,
+                                              cfg.middlebox)) as pool:
             chunk = max(1, min(4, len(todo) // (4 * jobs)))
             for i, verdict in enumerate(pool.map(_run_point, todo, [p in chain for p in todo], chunksize=chunk)):
                 results.append(verdict)
@@ -346,10 +361,11 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
     selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
                  "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample}
     report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started,
-                         middlebox={"name": middlebox.name, "spec": run.manifest["middlebox"]["spec"]},
+                         middlebox={"name": middlebox.name, "spec": cfg.middlebox or run.manifest["middlebox"]["spec"]},
                          hash_seeds={"record": record_hash_seed(run.manifest), "recovery": str(hash_seed)})
-    (run.path / RESULTS).parent.mkdir(exist_ok=True)
-    (run.path / RESULTS).write_text(json.dumps(report.as_dict(), indent=1) + "\n")
+    with writes_to(run.path / RESULTS):
+        (run.path / RESULTS).parent.mkdir(exist_ok=True)
+    write_atomically(run.path / RESULTS, (json.dumps(report.as_dict(), indent=1) + "\n").encode())
     return report
 
 

@@ -158,3 +158,9 @@ def causal_cut(run: Run, prefix: tuple[int, ...] | list[int], durable_inputs: in
         if new == cut:
             return cut
         cut = new
+
+
+def recorded_middlebox(run_dir: Path) -> str:
+    """The middlebox spec a test's own run was recorded with: the test wrote the run and names its
+    code, as a user passes ``--middlebox`` (ftmbctl itself never takes it from a run directory)."""
+    return json.loads((Path(run_dir) / "manifest.json").read_text())["middlebox"]["spec"]

@@ -23,6 +23,7 @@ from ftmbctl.record import RecordConfig, record
 from ftmbctl.rundir import RunDir
 from ftmbctl.shared import SharedState
 from ftmbctl.verify import SweepConfig, sweep
+from runreader import recorded_middlebox
 
 CHAIN = "ftmbctl.middleboxes.chain:Chain"
 IDS = "ftmbctl.middleboxes.ids:Ids"
@@ -178,7 +179,7 @@ def test_recovery_sweep_of_a_chain_is_consistent(trace, tmp_path, queues, opts):
     run_dir = record_chain(trace, tmp_path / "run", queues, opts)
     names = RunDir(run_dir).variable_names().values()
     assert {n.partition("/")[0] for n in names} == {"nat", "monitor"} | ({"ids"} if "ids" in opts[0] else set())
-    report = sweep(run_dir, SweepConfig(every=3, torn=True, jobs=2))
+    report = sweep(run_dir, SweepConfig(middlebox=recorded_middlebox(run_dir), every=3, torn=True, jobs=2))
     failed = [(p["event"], p["variant"], p["violations"]) for p in report.points if not p["consistent"]]
     assert report.consistent and not failed, failed[:3]
     assert len(report.points) >= 40 and any(p["recovery"]["snapshot"] >= 2 for p in report.points)
@@ -191,6 +192,7 @@ def test_chain_through_the_cli_with_member_options(trace, tmp_path):
                                              "--snapshot-every", "50", "--out", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["middlebox"].pop("source_sha256")) == 64  # what replays must run (trust.py)
     assert manifest["middlebox"] == {"spec": CHAIN, "options": ["boxes=nat,monitor", "nat.public_ip=198.51.100.1"]}
     sources = {dpkt.ethernet.Ethernet(o.data).data.src for o in RunDir(run_dir).outputs()
                if dpkt.ethernet.Ethernet(o.data).type == 0x0800}

@@ -379,6 +379,7 @@ def test_middlebox_from_a_file(small_trace: Path, tmp_path: Path, counter_file: 
     out = tmp_path / "run"
     ok(cli(*record_args(small_trace, out, "--mb-opt", "step=3", mb=f"{counter_file}:PacketCounter")))
     man = manifest(out)
+    assert len(man["middlebox"].pop("source_sha256")) == 64  # what replays must run (trust.py)
     assert man["middlebox"] == {"spec": f"{counter_file}:PacketCounter", "options": ["step=3"]}
     assert man["stats"]["packets_out"] == len(trace_packets)
     assert _shared_value(out, read_run, "total") == 3 * len(trace_packets)
@@ -642,9 +643,10 @@ HELP_OPTIONS = {
     "export": ["--outputs"],
     "middleboxes": [],
     "demo": ["--out", "--trace", "--seed"],
-    "crash-replay": ["--at", "--every", "--random", "--seed", "--all", "--torn", "--keep", "--chain", "--jobs", "--json"],
-    "verify": ["--json", "--junit", "--jobs"],
-    "recover": ["--out", "--trace"],
+    "crash-replay": ["--at", "--every", "--random", "--seed", "--all", "--torn", "--keep", "--chain", "--jobs",
+                     "--middlebox", "-m", "--point-timeout", "--json"],
+    "verify": ["--json", "--junit", "--jobs", "--middlebox", "-m"],
+    "recover": ["--out", "--trace", "--force", "--middlebox", "-m"],
 }
 
 

@@ -29,6 +29,7 @@ from ftmbctl.rundir import RunDir
 from ftmbctl.snapshot import snapshot_name
 from ftmbctl.store import KIND_INPUT, KIND_QUEUE
 from ftmbctl.verify import SweepConfig, SweepReport, sweep
+from runreader import recorded_middlebox
 from middleboxes_for_tests import spec
 from runreader import read_log
 
@@ -130,7 +131,7 @@ def test_every_event_clean_and_torn_recovers_consistently(recorded, mb: str, que
     run = recorded(mb, queues, seed)
     source = RunDir(run)
     events = source.events()
-    report = sweep(run, SweepConfig(everything=True, torn=True, jobs=2))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), everything=True, torn=True, jobs=2))
     points = by_point(report)
     assert {e for e, v in points if v == CLEAN} == set(range(len(events)))
     assert {e for e, v in points if v == TORN} == {i for i in range(len(events)) if can_tear(events, i)}
@@ -181,7 +182,7 @@ def test_crashes_around_snapshots_restore_the_right_one(recorded, trace: Path, t
     first_begin = begins[0]
     last = len(events) - 1
     chosen = sorted({0, first_begin - 1, *begins, *durables, last})
-    report = sweep(run, SweepConfig(at=chosen, torn=True, jobs=1))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), at=chosen, torn=True, jobs=1))
     points = by_point(report)
     failed = [p for p in report.points if not p["consistent"]]
     assert not failed, describe(failed)
@@ -220,7 +221,8 @@ def test_crashes_around_snapshots_restore_the_right_one(recorded, trace: Path, t
     assert (image / "snapshots" / (snapshot_name(2) + ".tmp")).read_bytes() == full[:len(full) // 2]
     assert not (image / "reference.snap").exists() and not (image / "timeline.log").exists()
     # ... and recovering that directory on its own (arrivals from the trace) restores snapshot 1.
-    res = recover(RunDir(image), arrivals_from_trace(trace), tmp_path / "recovered")
+    res = recover(RunDir(image), arrivals_from_trace(trace), tmp_path / "recovered",
+                  middlebox=recorded_middlebox(image))
     assert (res.snapshot, res.boundary) == (1, SNAPSHOT_EVERY)
     assert res.warnings == []
     assert res.durable_inputs == events[point.event].input_records
@@ -240,7 +242,7 @@ def test_kept_images_recover_on_their_own_like_in_memory(recorded, tmp_path: Pat
     chosen = [queue_flushes[len(queue_flushes) // 2] - 1, queue_flushes[len(queue_flushes) // 2],
               begins[1], releases[0], len(events) - 1]
     keep = tmp_path / "kept"
-    report = sweep(run, SweepConfig(at=chosen, torn=True, keep=keep, jobs=1, chain=False))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), at=chosen, torn=True, keep=keep, jobs=1, chain=False))
     assert report.consistent, describe(report.points)
     source = RunDir(run)
     expected: dict[str, RecoveryResult] = {}
@@ -248,7 +250,7 @@ def test_kept_images_recover_on_their_own_like_in_memory(recorded, tmp_path: Pat
         name = f"crash-{point.event:06d}-{point.variant}"
         assert (keep / name / "manifest.json").exists(), name
         res = recover(image_view(source, image_spec(source, events, point)), arrivals_from_log(source),
-                      tmp_path / "in-memory" / name)
+                      tmp_path / "in-memory" / name, middlebox=recorded_middlebox(run))
         verdict = by_point(report)[(point.event, point.variant)]["recovery"]
         assert (verdict["cut"], verdict["logged"], verdict["durable_inputs"], verdict["snapshot"]) == (
             res.cut, res.logged, res.durable_inputs, res.snapshot)
@@ -258,7 +260,7 @@ def test_kept_images_recover_on_their_own_like_in_memory(recorded, tmp_path: Pat
     shutil.move(run, tmp_path / "moved-away")
     for name, res in sorted(expected.items()):
         out = tmp_path / "cli" / name
-        result = invoke("recover", keep / name, "--out", out)
+        result = invoke("recover", keep / name, "-m", recorded_middlebox(keep / name), "--out", out)
         assert result.exit_code == 0, (name, result.output)
         assert f"{res.cut} ({res.cut_rounds} fixpoint rounds)" in result.stdout
         same_recovered_run(out, tmp_path / "in-memory" / name)
@@ -291,7 +293,7 @@ def test_released_outputs_are_regenerated_byte_for_byte_and_released_once(record
     for index in [e.index for e in events if e.kind == rec.EV_RELEASE and e.snapshot >= 1]:
         image = image_view(source, image_spec(source, events, CrashPoint(index)))
         out = tmp_path / f"recovered-{index}"
-        recovery = WatchedRecovery(image, arrivals_from_log(source), out)
+        recovery = WatchedRecovery(image, arrivals_from_log(source), out, middlebox=recorded_middlebox(run))
         res = recovery.recover()
         released = list(image.outputs())
         assert [o.output_id for o in released] == [o.output_id for o in source.outputs(events[index].output_len)]
@@ -421,7 +423,7 @@ def test_queue_log_of_another_run_is_reported(damaged, recorded, tmp_path: Path)
     # The same in a kept crash image, recovered on its own.
     good = damaged("good")
     events = events_of(good)
-    sweep(good, SweepConfig(at=[len(events) // 2], keep=tmp_path / "kept", jobs=1, chain=False))
+    sweep(good, SweepConfig(middlebox=recorded_middlebox(good), at=[len(events) // 2], keep=tmp_path / "kept", jobs=1, chain=False))
     image = tmp_path / "kept" / f"crash-{len(events) // 2:06d}-clean"
     assert invoke("recover", image, "--out", tmp_path / "ok").exit_code == 0
     shutil.copyfile(other / "pal-0.log", image / "pal-0.log")
@@ -434,7 +436,7 @@ def test_kept_image_torn_tail_is_clean_and_mid_file_damage_is_not(base_run: Path
     run = fresh_copy(base_run, tmp_path / "run")
     # Right before snapshot 1: every log flushed, and recovery reads them all from the start.
     at = snapshot_events(events_of(run))[0][0]
-    sweep(run, SweepConfig(at=[at], keep=tmp_path / "kept", jobs=1, chain=False))
+    sweep(run, SweepConfig(middlebox=recorded_middlebox(run), at=[at], keep=tmp_path / "kept", jobs=1, chain=False))
     image = tmp_path / "kept" / f"crash-{at:06d}-clean"
     path = image / "pal-0.log"
     chunks = chunk_offsets(path, KIND_QUEUE, image)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import hashlib
 import json
 import os
 import random
@@ -687,7 +688,7 @@ def test_image_whose_released_outputs_need_records_its_queue_log_lost_is_damaged
             image = tmp_path / "image"
             shutil.copytree(kept / f"crash-{point:06d}-clean", image)
             truncate(image / f"pal-{q}.log", FILE_HEADER.size)
-            out = run_cli("recover", image, "--out", tmp_path / "recovered")
+            out = run_cli("recover", image, "--out", tmp_path / "recovered", "--force")  # the last case's
             cases += 1
             if out.code == 1 or out.code not in (0, 3):
                 failures.append(f"crash at {point}, pal-{q}.log cut to its header: {out}")
@@ -1142,3 +1143,24 @@ def test_check_complete_on_arbitrary_file_lists(files: dict[str, Any]) -> None:
 @example({"\ud800": {"bytes": 1}})
 def test_check_complete_on_file_lists_of_anything(files: dict[str, Any]) -> None:
     _check_files(files)
+
+
+def test_a_manifest_naming_code_inside_the_run_runs_nothing(world: World, scratch) -> None:
+    """A run directory is data: a manifest that names a module shipped inside it (with the file list
+    re-hashed, as an attacker would) is refused before anything is imported."""
+    run = scratch(world.run)
+    marker = run.parent / f"{run.name}-payload-ran"
+    (run / "payload.py").write_text(
+        "from pathlib import Path\n"
+        f"Path({str(marker)!r}).write_text('ran')\n"
+        "from ftmbctl.middleboxes.nat import Nat as Payload\n")
+    doc = json.loads((run / "manifest.json").read_text())
+    doc["middlebox"]["spec"] = f"{run / 'payload.py'}:Payload"
+    doc["files"]["payload.py"] = {"bytes": (run / "payload.py").stat().st_size,
+                                  "sha256": hashlib.sha256((run / "payload.py").read_bytes()).hexdigest()}
+    (run / "manifest.json").write_text(json.dumps(doc))
+    shutil.rmtree(run / "crash", ignore_errors=True)  # verify without results runs a sweep
+    for args in (("crash-replay", run, "--at", DAMAGED_AT, "--jobs", 1), ("verify", run)):
+        out = run_cli(*args)
+        assert out.code == 2 and "--middlebox" in out.error, out
+    assert not marker.exists(), "code named by a run directory ran"

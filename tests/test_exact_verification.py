@@ -28,6 +28,7 @@ from ftmbctl.middlebox import build_middlebox
 from ftmbctl.record import RecordConfig, Recorder, record
 from ftmbctl.storage import OutputLogger
 from ftmbctl.verify import SweepConfig, recovery_hash_seed, sweep
+from runreader import recorded_middlebox
 
 MUTANTS = Path(__file__).resolve().parent / "mutants" / "exactness_mutants.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_every_crash_point_reproduces_the_failure_free_run_exactly(small_trace_h
                                                                    middlebox: str, queues: int,
                                                                    scheduler: str) -> None:
     run = record_run(small_trace_head(PACKETS), tmp_path / "run", middlebox, queues, scheduler)
-    report = sweep(run, SweepConfig(everything=True, torn=True, jobs=2))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), everything=True, torn=True, jobs=2))
     failing = [(p["event"], p["variant"], p["violations"][:1]) for p in report.points if not p["consistent"]]
     assert not failing, failing[:3]
     recovered = [p["recovery"] for p in report.points]
@@ -85,7 +86,7 @@ def test_correct_box_with_a_stable_hash_gives_no_alarm_under_pinned_hash_seeds(s
     trace = small_trace_head(PACKETS)
     assert cli("record", trace, "-m", spec("CorrectClass"), "-q", 2, "--snapshot-every", SNAPSHOT_EVERY,
                "--out", run, hash_seed="0").returncode == 0
-    done = cli("crash-replay", run, "--every", 4, "--jobs", 1, hash_seed="0")
+    done = cli("crash-replay", run, "-m", recorded_middlebox(run), "--every", 4, "--jobs", 1, hash_seed="0")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -102,10 +103,10 @@ def test_salted_hash_bugs_fail_with_pinned_hash_seed(small_trace_head, tmp_path:
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["python_hash_seed"] == "0"
     for jobs in (1, 2):
-        done = cli("crash-replay", run, "--every", 4, "--jobs", jobs, hash_seed="0")
+        done = cli("crash-replay", run, "-m", recorded_middlebox(run), "--every", 4, "--jobs", jobs, hash_seed="0")
         assert done.returncode == 1, done.stdout + done.stderr
         assert f"record 0, recovery {recovery_hash_seed(manifest)}" in done.stdout
-        verdict = cli("verify", run, "--json", hash_seed="0")
+        verdict = cli("verify", run, "-m", recorded_middlebox(run), "--json", hash_seed="0")
         assert verdict.returncode == 1
         doc = json.loads(verdict.stdout)
         assert doc["hash_seeds"] == {"record": "0", "recovery": str(recovery_hash_seed(manifest))}
@@ -124,7 +125,7 @@ def test_recovery_hash_seed_is_never_the_records() -> None:
 
 def test_module_state_fails_at_every_crash_point_that_recovers_a_packet(small_trace_head, tmp_path: Path) -> None:
     run = record_run(small_trace_head(PACKETS), tmp_path / "run", spec("ModuleCounterTag"), queues=2)
-    report = sweep(run, SweepConfig(everything=True, jobs=2))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), everything=True, jobs=2))
     recovering = [p for p in report.points if p.get("recovery", {}).get("inputs_processed")]
     passed = [(p["event"], p["recovery"]["snapshot"]) for p in recovering if p["consistent"]]
     # Only a worker's first recovery from the initial state can pass: a fresh process starts the
@@ -137,7 +138,7 @@ def test_module_state_fails_at_every_crash_point_that_recovers_a_packet(small_tr
 
 def test_a_middlebox_that_raises_after_a_restore_fails_recovery_completes(small_trace_head, tmp_path: Path) -> None:
     run = record_run(small_trace_head(PACKETS), tmp_path / "run", spec("RaisesAfterRestore"), queues=2)
-    report = sweep(run, SweepConfig(everything=True, jobs=2))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), everything=True, jobs=2))
     raised = [p for p in report.points if not p["consistent"]]
     assert raised and not report.consistent
     assert any(p["consistent"] for p in report.points)  # from the initial state it recovers: the sweep went on
@@ -147,14 +148,14 @@ def test_a_middlebox_that_raises_after_a_restore_fails_recovery_completes(small_
         assert violation["exception"] == "RuntimeError: packets were seen, but the start-up flag is not set"
         assert isinstance(violation["packet"], int) and violation["queue"] in (0, 1)
         assert "hidden-state" in violation["likely_causes"]
-    done = cli("verify", run, hash_seed="0")
+    done = cli("verify", run, "-m", recorded_middlebox(run), hash_seed="0")
     assert done.returncode == 1 and "recovery-completes" in done.stdout
 
 
 def test_a_middlebox_that_loops_after_a_restore_fails_at_the_deadline_and_the_sweep_goes_on(
         small_trace_head, tmp_path: Path) -> None:
     run = record_run(small_trace_head(PACKETS), tmp_path / "run", spec("LoopsAfterRestore"), queues=2)
-    report = sweep(run, SweepConfig(at=[5], chain=True, chain_sample=1, jobs=2, point_timeout=1.5))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), at=[5], chain=True, chain_sample=1, jobs=2, point_timeout=1.5))
     hung = [p for p in report.points if not p["consistent"]]
     assert hung and any(p["consistent"] for p in report.points)  # from the initial state it recovers
     for point in hung:
@@ -163,7 +164,7 @@ def test_a_middlebox_that_loops_after_a_restore_fails_at_the_deadline_and_the_sw
         assert violation["message"].startswith("recovery did not finish within 1.5 s (queue ")
         assert violation["likely_causes"][0] == "endless-loop"
         assert point["seconds"] < 10
-    done = cli("crash-replay", run, "--at", 5, "--chain", 1, "--jobs", 1, "--point-timeout", 1, hash_seed="0")
+    done = cli("crash-replay", run, "-m", recorded_middlebox(run), "--at", 5, "--chain", 1, "--jobs", 1, "--point-timeout", 1, hash_seed="0")
     assert done.returncode == 1 and "did not finish within 1 s" in done.stdout, done.stdout + done.stderr
 
 
@@ -171,14 +172,14 @@ def test_a_non_deterministic_declare_is_a_middlebox_error(small_trace_head, tmp_
     run = tmp_path / "run"
     assert cli("record", small_trace_head(PACKETS), "-m", spec("SetOrderDeclare"), "-q", 2, "--out", run,
                hash_seed="0").returncode == 0
-    done = cli("crash-replay", run, "--every", 10, "--jobs", 1, hash_seed="0")
+    done = cli("crash-replay", run, "-m", recorded_middlebox(run), "--every", 10, "--jobs", 1, hash_seed="0")
     assert done.returncode == 1, done.stdout + done.stderr
     doc = json.loads((run / "crash" / "results.json").read_text())
     messages = {v["message"] for p in doc["crash_points"] for v in p["violations"]}
     assert messages and all("declare() must be deterministic" in m for m in messages), messages
     assert {v["invariant"] for p in doc["crash_points"] for v in p["violations"]} == {"recovery-completes"}
     # the same check in the command's own process: a verdict (exit 1), not a damaged run (exit 3)
-    mismatch = cli("crash-replay", run, "--every", 10, hash_seed="1")
+    mismatch = cli("crash-replay", run, "-m", recorded_middlebox(run), "--every", 10, hash_seed="1")
     assert mismatch.returncode == 1 and "declare() must be deterministic" in mismatch.stderr + mismatch.stdout
 
 
@@ -214,7 +215,7 @@ class EagerDispatch(Recorder):
 
 
 def _commit_failures(run: Path) -> list[dict[str, Any]]:
-    report = sweep(run, SweepConfig(everything=True, jobs=2, chain=False))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), everything=True, jobs=2, chain=False))
     return [v for p in report.points for v in p["violations"] if v["invariant"] == "output-commit"]
 
 

@@ -29,6 +29,7 @@ from ftmbctl.middleboxes.ids import (DEFAULT_SIGNATURES, Automaton, Ids, _observ
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.rundir import RunDir
 from ftmbctl.verify import SweepConfig, sweep
+from runreader import recorded_middlebox
 
 IDS = "ftmbctl.middleboxes.ids:Ids"
 MUTANT = f"{Path(__file__).resolve()}:IdsWallClock"
@@ -409,7 +410,7 @@ def test_alerts_leave_through_output_log_and_export(attack_trace, tmp_path):
 @pytest.mark.parametrize("queues", [1, 4])
 def test_recovery_sweep_is_consistent(attack_trace, tmp_path, queues):
     run_dir = record_ids(attack_trace, tmp_path / "run", queues)
-    report = sweep(run_dir, SweepConfig(every=3, torn=True, jobs=2))
+    report = sweep(run_dir, SweepConfig(middlebox=recorded_middlebox(run_dir), every=3, torn=True, jobs=2))
     failed = [(p["event"], p["variant"], p["violations"]) for p in report.points if not p["consistent"]]
     assert report.consistent and not failed, failed[:3]
     assert len(report.points) >= 30
@@ -437,7 +438,7 @@ class IdsWallClock(Ids):
 
 def test_wall_clock_mutant_is_caught(attack_trace, tmp_path):
     run_dir = record_ids(attack_trace, tmp_path / "run", 2, middlebox=MUTANT)
-    report = sweep(run_dir, SweepConfig(every=3, torn=True, jobs=2))
+    report = sweep(run_dir, SweepConfig(middlebox=recorded_middlebox(run_dir), every=3, torn=True, jobs=2))
     assert not report.consistent
     violations = [v for p in report.points for v in p["violations"]]
     assert all(v["invariant"] in ("logged-prefix-state", "full-state", "snapshot-chain") for v in violations), \

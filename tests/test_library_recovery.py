@@ -28,6 +28,7 @@ from ftmbctl.pcapio import iter_packets
 from ftmbctl.record import RecordConfig, RecordResult, record
 from ftmbctl.rundir import RunDir
 from ftmbctl.verify import SweepConfig, SweepReport, sweep
+from runreader import recorded_middlebox
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "examples" / "firewall-rules.txt"
@@ -80,7 +81,7 @@ def record_run(trace: Path, out: Path, middlebox: str, opts: list[str], queues: 
 
 
 def sweep_run(run: Path) -> SweepReport:
-    return sweep(run, SweepConfig(every=3, torn=True, jobs=2))
+    return sweep(run, SweepConfig(middlebox=recorded_middlebox(run), every=3, torn=True, jobs=2))
 
 
 def rewritten(run: Path, packets: list[Packet]) -> int:
@@ -198,5 +199,5 @@ def test_recovery_from_another_directory_reads_the_rules_the_record_read(cut_tra
     monkeypatch.chdir(recorded_in)
     record_run(cut_trace, tmp_path / "run", FIREWALL, ["rules=rules.txt"], 1, 1)
     monkeypatch.chdir(recovered_in)
-    report = sweep(tmp_path / "run", SweepConfig(every=40, jobs=1, chain=False))
+    report = sweep(tmp_path / "run", SweepConfig(middlebox=recorded_middlebox(tmp_path / "run"), every=40, jobs=1, chain=False))
     assert all("error" not in p for p in report.points), report.points[0].get("error")

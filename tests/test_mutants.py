@@ -57,6 +57,7 @@ from ftmbctl.queuelog import QueueDecoder, fold16
 from ftmbctl.rundir import RunDir
 from ftmbctl.shared import SharedState
 from ftmbctl.snapshot import snapshot_name
+from runreader import recorded_middlebox
 
 MUTANTS_DIR = Path(__file__).resolve().parent / "mutants"
 ENV = {"COLUMNS": "120", "NO_COLOR": "1"}
@@ -148,10 +149,10 @@ def record_and_verify(trace: Path, run: Path, middlebox: str, queues: int,
                      "--seed", seed, "--out", run)
     assert result.exit_code == 0, (result.output, result.exception)
     with seeded_random(f"replay:{middlebox}:{seed}"), scratch_in(run.parent):
-        result = cli("crash-replay", run, "--every", EVERY, "--jobs", 1)
+        result = cli("crash-replay", run, "-m", recorded_middlebox(run), "--every", EVERY, "--jobs", 1)
     assert result.exit_code in (0, 1), (result.output, result.exception)
     replay_code = result.exit_code
-    result = cli("verify", run, "--json")
+    result = cli("verify", run, "-m", recorded_middlebox(run), "--json")
     assert result.exit_code == replay_code, (result.output, result.exception)  # both report the same verdict
     report = json.loads(result.stdout)
     assert report["consistent"] == (result.exit_code == 0)
@@ -454,11 +455,11 @@ def test_outputs_released_after_recovery_are_compared(small_trace: Path, packets
     at = next(e.index for e in events if e.kind == rec.EV_SNAPSHOT_DURABLE and e.arg == 2)
     images = tmp_path / "images"
     with scratch_in(tmp_path):
-        result = cli("crash-replay", run, "--at", at, "--jobs", 1, "--keep", images)
+        result = cli("crash-replay", run, "-m", recorded_middlebox(run), "--at", at, "--jobs", 1, "--keep", images)
     assert result.exit_code == 1, (result.output, result.exception)  # the differing outputs are caught
     # What recovery released, next to what the failure-free run released.
     recovered = tmp_path / "recovered"
-    result = cli("recover", images / f"crash-{at:06d}-clean", "--out", recovered)
+    result = cli("recover", images / f"crash-{at:06d}-clean", "-m", recorded_middlebox(images / f"crash-{at:06d}-clean"), "--out", recovered)
     assert result.exit_code == 0, (result.output, result.exception)
     failure_free = {(o.input_id, o.index): o.data for o in RunDir(run).outputs()}
     released = {(o.input_id, o.index): o.data for o in RunDir(recovered).outputs()}
@@ -467,7 +468,7 @@ def test_outputs_released_after_recovery_are_compared(small_trace: Path, packets
     affected = origins(mutant.spec, packets, 200, mutant.queues)
     assert {pid for pid, _index in differing} == {pid for pid, hit in affected.items() if ("output", 0) in hit}
 
-    report = json.loads(cli("verify", run, "--json").stdout)
+    report = json.loads(cli("verify", run, "-m", recorded_middlebox(run), "--json").stdout)
     point = next(p for p in report["crash_points"] if p["event"] == at)
     if point["consistent"]:
         raise EngineGap(f"crash point {at}: recovery released {len(differing)} outputs that differ from the "

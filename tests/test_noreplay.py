@@ -22,6 +22,7 @@ from ftmbctl.recovery import arrivals_from_log, recover
 from ftmbctl.rundir import RunDir
 from ftmbctl.storage import Storage
 from ftmbctl.verify import SweepConfig, sweep
+from runreader import recorded_middlebox
 from runreader import release_batches
 
 PACKETS = 110  # snapshots at 40 and 80, and one at 110 that covers the end of the trace
@@ -83,7 +84,7 @@ def test_every_output_waits_for_a_durable_snapshot_that_covers_its_input(recorde
 def test_every_event_clean_and_torn_keeps_output_commit(recorded, mb: str, queues: int, read_run) -> None:
     path = recorded(mb, queues)
     events = read_run(path).events
-    report = sweep(path, SweepConfig(everything=True, torn=True, jobs=2))
+    report = sweep(path, SweepConfig(middlebox=recorded_middlebox(path), everything=True, torn=True, jobs=2))
     failed = [p for p in report.points if not p["consistent"]]
     assert not failed, json.dumps(failed[:3], indent=1)
     boundaries = _boundaries(RunDir(path))
@@ -102,7 +103,7 @@ def test_crash_after_the_last_input_before_its_snapshot_loses_the_tail(recorded,
     path = recorded("nat", 2)
     events = read_run(path).events
     last_begin = max(i for i, e in enumerate(events) if e.kind == rec.EV_SNAPSHOT_BEGIN)
-    report = sweep(path, SweepConfig(at=[last_begin], jobs=1, chain=False))
+    report = sweep(path, SweepConfig(middlebox=recorded_middlebox(path), at=[last_begin], jobs=1, chain=False))
     (point,) = report.points
     assert point["consistent"]
     assert point["recovery"]["boundary"] == 80
@@ -119,7 +120,7 @@ def test_releasing_before_the_snapshot_is_durable_is_caught(trace: Path, tmp_pat
     record(RecordConfig(trace=trace, out=out, middlebox="nat", queues=2, snapshot_every=SNAPSHOT_EVERY,
                         flush_every=8, mode="no-replay"))
     monkeypatch.undo()
-    report = sweep(out, SweepConfig(everything=True, jobs=1))
+    report = sweep(out, SweepConfig(middlebox=recorded_middlebox(out), everything=True, jobs=1))
     failed = [p for p in report.points if not p["consistent"]]
     assert failed
     invariants = {v["invariant"] for p in failed for v in p["violations"]}

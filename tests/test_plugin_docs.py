@@ -28,6 +28,7 @@ from ftmbctl.context import Context
 from ftmbctl.direct import run_direct
 from ftmbctl.middlebox import Packet, build_middlebox, resolve_middlebox
 from ftmbctl.shared import MISSING, MapView, SharedState
+from runreader import recorded_middlebox
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "writing-a-middlebox.md"
@@ -45,9 +46,9 @@ def cli(*args: object):
 def record_and_verify(trace: Path, run: Path, spec: str) -> tuple[int, dict[str, Any]]:
     result = cli("record", trace, "--middlebox", spec, *RECORD_OPTS, "--out", run, "--json")
     assert result.exit_code == 0, (result.output, result.exception)
-    result = cli("crash-replay", run, "--every", 3, "--torn", "--jobs", 2)
+    result = cli("crash-replay", run, "-m", recorded_middlebox(run), "--every", 3, "--torn", "--jobs", 2)
     assert result.exit_code in (0, 1), (result.output, result.exception)
-    verified = cli("verify", run, "--json")
+    verified = cli("verify", run, "-m", recorded_middlebox(run), "--json")
     assert verified.exit_code == result.exit_code, verified.output
     return verified.exit_code, json.loads(verified.stdout)
 
@@ -60,6 +61,7 @@ def test_example_records_crash_replays_and_verifies_consistent(small_trace, tmp_
     assert code == 0 and report["consistent"] and not failed, failed[:3]
     assert len(report["crash_points"]) >= 40
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert len(manifest["middlebox"].pop("source_sha256")) == 64  # what replays must run (trust.py)
     assert manifest["middlebox"] == {"spec": SPEC, "options": ["threshold=5"]}
     result = cli("export", tmp_path / "run", "--alerts", tmp_path / "alerts.jsonl")
     assert result.exit_code == 0, result.output

@@ -31,6 +31,7 @@ from ftmbctl.queuelog import fold16
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.shared import Counter, Map
 from ftmbctl.snapshot import read_snapshot, snapshot_name, write_atomically
+from runreader import recorded_middlebox
 from middleboxes_for_tests import Mixed, spec
 from runreader import Run, causal_cut, first_event_with, read_run, release_batches
 
@@ -584,5 +585,5 @@ def test_sigint_ends_the_record_early_and_leaves_a_usable_run(small_trace, tmp_p
     assert 256 <= result.packets_in < 300
     run = RunDir(out)
     assert run.complete and run.manifest["interrupted"] == result.interrupted
-    report = sweep(out, SweepConfig(sample=8, seed=1, jobs=1))
+    report = sweep(out, SweepConfig(middlebox=recorded_middlebox(out), sample=8, seed=1, jobs=1))
     assert report.consistent

@@ -17,6 +17,7 @@ from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import arrivals_from_log, recover
 from ftmbctl.rundir import RunDir
+from runreader import recorded_middlebox
 from middleboxes_for_tests import spec
 
 ENV = "FTMBCTL_TEST_ACCESS"
@@ -36,7 +37,7 @@ def recover_late(run: RunDir, how: str, out: Path, monkeypatch: pytest.MonkeyPat
     events = run.events()
     begins = [e.index for e in events if e.kind == rec.EV_SNAPSHOT_BEGIN]
     image = image_view(run, image_spec(run, events, CrashPoint(begins[-1])))
-    return recover(image, arrivals_from_log(run), out, compare_with=run)
+    return recover(image, arrivals_from_log(run), out, compare_with=run, middlebox=recorded_middlebox(run.path))
 
 
 def digests(run: RunDir) -> list:

@@ -21,6 +21,7 @@ from ftmbctl.rundir import (EVENT_CHUNK_CACHE, SNAPSHOT_CACHE, BoundedCache, Chu
 from ftmbctl.store import CHUNK_HEADER, KIND_INPUT, KIND_TIMELINE, ChunkWriter
 from ftmbctl.crash import chain_points
 from ftmbctl.verify import _WORKER, SweepConfig, _init_worker, _run_point, sweep
+from runreader import recorded_middlebox
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = bytes(range(16))
@@ -166,7 +167,7 @@ def test_bounded_cache_keeps_the_most_recently_used() -> None:
 
 
 def test_sweep_keeps_a_bounded_number_of_snapshots(run: Path, tmp_path: Path) -> None:
-    report = sweep(run, SweepConfig(sample=3, seed=1, jobs=1))
+    report = sweep(run, SweepConfig(middlebox=recorded_middlebox(run), sample=3, seed=1, jobs=1))
     assert report.consistent and report.selection["snapshot_chain"] > SNAPSHOT_CACHE
     # what a worker process keeps, looked at in this process: the same points through the same code
     _init_worker(str(run), None, str(tmp_path))

@@ -29,6 +29,7 @@ from ftmbctl.cli import app
 from ftmbctl.errors import BadInput, MiddleboxStateError
 from ftmbctl.shared import Map, MapView, MISSING
 from ftmbctl.snapshot import FLAG_FINAL, VERSION, decode_snapshot, encode_snapshot
+from runreader import recorded_middlebox
 
 MUTANTS = Path(__file__).resolve().parent / "mutants" / "state_mutants.py"
 ENV = {"COLUMNS": "120", "NO_COLOR": "1", "FORCE_COLOR": None, "TTY_COMPATIBLE": None}
@@ -339,9 +340,9 @@ def test_bytearray_in_local_state_records_crash_replays_and_verifies(small_trace
     buffers = [buf for local in snap.state["local"] for buf in local["buffers"].values()]
     assert buffers and all(type(buf) is bytearray for buf in buffers)
     assert all(type(local["lengths"]) is set and type(local["recent"]) is tuple for local in snap.state["local"])
-    result = cli("crash-replay", run, "--all", "--jobs", 2)
+    result = cli("crash-replay", run, "-m", recorded_middlebox(run), "--all", "--jobs", 2)
     assert result.exit_code == 0, (result.output, result.exception)
-    result = cli("verify", run, "--json")
+    result = cli("verify", run, "-m", recorded_middlebox(run), "--json")
     assert result.exit_code == 0, (result.output, result.exception)
     report = json.loads(result.stdout)
     assert report["consistent"] and len(report["crash_points"]) >= 10
