@@ -403,6 +403,10 @@ class RunDir:
         # The logs must end where the timeline's last event says they ended (the manifest alone
         # cannot tell when it was rewritten to match the damage).
         events = self.events()
+        torn = events.log.scan.torn_bytes
+        if torn:  # the record wrote every event whole before it said complete: a tail is damage
+            raise DamagedRun(f"{self.path / 'timeline.log'}: {torn} bytes after its last complete chunk (byte "
+                             f"{events.log.scan.end}), but a complete run's timeline ends on a chunk")
         if events:
             last = events[-1]
             lengths = {"input.log": last.input_len, "output.log": last.output_len,

@@ -1164,3 +1164,17 @@ def test_a_manifest_naming_code_inside_the_run_runs_nothing(world: World, scratc
         out = run_cli(*args)
         assert out.code == 2 and "--middlebox" in out.error, out
     assert not marker.exists(), "code named by a run directory ran"
+
+
+def test_zero_tail_on_a_complete_timeline_is_damage_even_when_rehashed(world: World, scratch) -> None:
+    """tests/fuzz_runs.py found it: zero bytes appended to timeline.log, with the manifest's size and
+    SHA-256 updated to match, read as a torn tail and passed as consistent."""
+    run = scratch(world.run)
+    with open(run / "timeline.log", "ab") as handle:
+        handle.write(bytes(27))
+    doc = json.loads((run / "manifest.json").read_text())
+    doc["files"]["timeline.log"] = {"bytes": (run / "timeline.log").stat().st_size,
+                                    "sha256": hashlib.sha256((run / "timeline.log").read_bytes()).hexdigest()}
+    (run / "manifest.json").write_text(json.dumps(doc))
+    out = run_cli("crash-replay", run, "--at", DAMAGED_AT, "--jobs", 1)
+    assert error_problem(out, ["timeline.log", "27 bytes"]) is None, out
