@@ -27,14 +27,14 @@ from typing import Any, Callable, Iterator
 from ftmbctl import records as rec
 from ftmbctl.bench_memory import measure_peak_rss
 from ftmbctl.crash import CrashPoint, image_spec, image_view
-from ftmbctl.errors import FtmbError, UsageError
+from ftmbctl.errors import MAX_QUEUES, SEED_MAX, U32_MAX, FtmbError, UsageError, check_range
 from ftmbctl.pcapio import read_trace_info
 from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import Recovery
 from ftmbctl.rundir import RunDir
 from ftmbctl.store import CHUNK_HEADER
-from ftmbctl.verify import SweepConfig, sweep
+from ftmbctl.verify import SweepConfig, sweep, usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_TRACE = ROOT / "traces" / "mixed.pcap"
@@ -84,17 +84,18 @@ class BenchConfig:
         cfg.rss_packets = tuple(cfg.rss_packets) if cfg.rss_packets else (
             (2_000, 20_000) if cfg.quick else TARGET_RSS_PACKETS)
         cfg.sweep_points = cfg.sweep_points if cfg.sweep_points is not None else (20 if cfg.quick else 40)
-        for name in ("repeat", "queues", "snapshot_every", "flush_every"):
-            if getattr(cfg, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-        if cfg.pair_packets is not None and cfg.pair_packets < 1:
-            raise UsageError(f"--pair-packets must be at least 1, got {cfg.pair_packets}")
+        check_range("--repeat", cfg.repeat, 1)
+        check_range("--queues", cfg.queues, 1, MAX_QUEUES)
+        check_range("--snapshot-every", cfg.snapshot_every, 1, U32_MAX)
+        check_range("--flush-every", cfg.flush_every, 1, U32_MAX)
+        check_range("--seed", cfg.seed, 0, SEED_MAX)
+        if cfg.pair_packets is not None:
+            check_range("--pair-packets", cfg.pair_packets, 1)
         if len(cfg.rss_packets) != 2 or not 0 < cfg.rss_packets[0] < cfg.rss_packets[1]:
-            raise UsageError(f"--rss-packets must be two sizes, small then large, got {cfg.rss_packets}")
-        if cfg.rss_sample < 0:
-            raise UsageError(f"--rss-sample must not be negative, got {cfg.rss_sample}")
-        if cfg.sweep_points < 0:
-            raise UsageError(f"--sweep-points must not be negative, got {cfg.sweep_points}")
+            raise UsageError(f"--rss-packets must be two sizes, small then large, each at least 1, "
+                             f"got {cfg.rss_packets}")
+        check_range("--rss-sample", cfg.rss_sample, 1)  # crash-replay --random N: at least 1
+        check_range("--sweep-points", cfg.sweep_points, 0)
         if cfg.scheduler not in ("chaos", "threads"):
             raise UsageError(f"--scheduler must be chaos or threads, got {cfg.scheduler!r}")
         return cfg
@@ -474,14 +475,15 @@ def pal_bytes(b: Bench) -> dict[str, Any]:
 def sweep_rate(b: Bench) -> dict[str, Any]:
     b.say(f"sweep_rate: verify sweep of {b.cfg.sweep_points} random crash points with torn variants")
     started = time.perf_counter()
-    report = sweep(b.main_run().path, SweepConfig(sample=b.cfg.sweep_points, seed=1, torn=True, jobs=0,
+    # --sweep-points 0: the snapshot chain alone (a SweepConfig's sample is None or at least 1)
+    report = sweep(b.main_run().path, SweepConfig(sample=b.cfg.sweep_points or None, seed=1, torn=True, jobs=0,
                                                             middlebox=b.cfg.middlebox))
     seconds = time.perf_counter() - started
     value = len(report.points) / seconds
-    detail = (f"{len(report.points)} crash points in {seconds:.1f} s on {os.cpu_count()} cores, "
+    detail = (f"{len(report.points)} crash points in {seconds:.1f} s on {usable_cpus()} CPUs, "
               f"{'consistent' if report.consistent else 'INCONSISTENT'}")
     raw = {"points": len(report.points), "seconds": round(seconds, 3), "consistent": report.consistent,
-           "random": b.cfg.sweep_points, "seed": 1, "torn": True, "jobs": os.cpu_count()}
+           "random": b.cfg.sweep_points, "seed": 1, "torn": True, "jobs": report.selection["jobs"]}
     return metric(value, "points/s", ">= 20", value >= 20, detail, raw)
 
 

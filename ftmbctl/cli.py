@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional
 import typer
 
 from ftmbctl import __version__
-from ftmbctl.errors import MACHINE_ERRNOS, FtmbError, MachineError, writes_to
+from ftmbctl.errors import (MACHINE_ERRNOS, MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, U32_MAX, FtmbError,
+                            MachineError, range_text, writes_to)
 
 app = typer.Typer(
     name="ftmbctl",
@@ -30,6 +31,10 @@ app = typer.Typer(
 )
 
 BUNDLED_TRACE = Path(__file__).resolve().parent.parent / "traces" / "mixed.pcap"
+# Each numeric option's range, shown in its help; the library's configs enforce them (errors.check_range).
+QUEUES = range_text(1, MAX_QUEUES)
+PER_PACKETS = range_text(1, U32_MAX)  # u32 fields on disk: snapshot boundaries, records per chunk
+SEEDS = range_text(0, SEED_MAX)
 MIDDLEBOX_TO_RUN = ("The middlebox code to replay with (as for record), which must be the code the run was recorded "
                     "with; needed unless the run's middlebox is built in: a run directory never decides what code "
                     "runs.")
@@ -95,19 +100,24 @@ def record(
     middlebox: str = typer.Option("nat", "--middlebox", "-m",
                                   help="Built-in name (see `ftmbctl middleboxes`), package.module:Class or path/to/file.py:Class."),
     mb_opt: list[str] = typer.Option([], "--mb-opt", help="Middlebox option key=value (repeatable)."),
-    queues: int = typer.Option(4, "--queues", "-q", help="Number of queues (worker threads)."),
-    snapshot_every: int = typer.Option(1000, "--snapshot-every", help="Take a snapshot every N input packets."),
-    flush_every: int = typer.Option(32, "--flush-every", help="Flush a log after N records (and whenever a queue goes idle)."),
+    queues: int = typer.Option(4, "--queues", "-q", help=f"Number of queues (worker threads) {QUEUES}."),
+    snapshot_every: int = typer.Option(1000, "--snapshot-every",
+                                       help=f"Take a snapshot every N input packets {PER_PACKETS}."),
+    flush_every: int = typer.Option(32, "--flush-every", help="Flush a log after N records (and whenever a queue "
+                                                              f"goes idle) {PER_PACKETS}."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
                                         help="chaos: one queue at a time, a seeded choice at every shared access "
                                              "(reproducible); threads: real OS threads."),
-    seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule and of ctx.random()."),
+    seed: int = typer.Option(1, "--seed", help=f"Seed of the chaos schedule and of ctx.random() {SEEDS}."),
     mode: Mode = typer.Option(Mode.ftmb, "--mode",
                               help="ftmb: log every shared access and release outputs by dependency vectors; "
                                    "no-replay: snapshots only, outputs held until a snapshot covers them "
                                    "(the baseline FTMB is measured against)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it is an existing run directory."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse a capture cut short inside its last packet (what "
+                                                        "a killed tcpdump leaves) instead of recording the "
+                                                        "complete packets before the cut."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run TRACE through an instrumented middlebox and write a run directory.
@@ -123,11 +133,13 @@ def record(
 
     cfg = RecordConfig(trace=trace, out=out, middlebox=middlebox, mb_opts=list(mb_opt), queues=queues,
                        snapshot_every=snapshot_every, flush_every=flush_every, scheduler=scheduler.value,
-                       seed=seed, mode=mode.value, force=force)
+                       seed=seed, mode=mode.value, force=force, strict=strict)
     render.note(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}"
                 + (", no-replay mode" if mode is Mode.no_replay else ""))
     with render.progress_bar("record") as update:
         result = do_record(cfg, update)
+    if result.cut_short is not None:
+        render.note(f"warning: {result.cut_short.sentence('recorded')}")
     summary = render.record_summary(result, scheduler.value)
     if json_out:
         render.print_json(summary)
@@ -141,7 +153,7 @@ def inspect(
     run: Path = typer.Argument(..., help="Run directory (or crash image)."),
     file: Optional[str] = typer.Argument(None, help="A file of the run: input.log, pal-<q>.log, output.log, "
                                                     "timeline.log, snapshots/snap-NNNNNN.snap, reference.snap, manifest.json."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="List at most N records (all chunks are still listed)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="List at most N records (all chunks are still listed) [>=0]."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """List what a run holds, or one of its files chunk by chunk.
@@ -217,7 +229,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to write the demo run (replaced if it exists)."),
     trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use.",
                         show_default="bundled traces/mixed.pcap"),
-    seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule and of the crash sample."),
+    seed: int = typer.Option(1, "--seed", help=f"Seed of the chaos schedule and of the crash sample {SEEDS}."),
 ) -> None:
     """Record the bundled trace through the NAT, crash it, recover, and verify.
 
@@ -250,13 +262,12 @@ DEFAULT_SWEEP = "40 random crash points (seed 1) with their torn variants, plus 
 def _sweep_config(at: list[int], every: Optional[int], random_points: Optional[int], seed: int, all_points: bool,
                   torn: bool, jobs: int, keep: Optional[Path], chain: str = "all",
                   point_timeout: float | None = None) -> Any:
+    from ftmbctl import render
     from ftmbctl.errors import UsageError
-    from ftmbctl.verify import SweepConfig
+    from ftmbctl.verify import SweepConfig, usable_cpus
 
     if not at and every is None and random_points is None and not all_points:
         random_points, torn = 40, True
-    if jobs < 0:
-        raise UsageError(f"--jobs must be 0 (all cores) or more, got {jobs}")
     sample = None
     if chain not in ("all", "none"):
         if not chain.isdigit():
@@ -265,9 +276,12 @@ def _sweep_config(at: list[int], every: Optional[int], random_points: Optional[i
     cfg = SweepConfig(at=list(at), every=every, sample=random_points, seed=seed, everything=all_points, torn=torn,
                       jobs=jobs, keep=keep, chain=chain != "none", chain_sample=sample)
     if point_timeout is not None:  # None: the library's default
-        if point_timeout < 0:
-            raise UsageError(f"--point-timeout must be 0 (no limit) or a number of seconds, got {point_timeout:g}")
-        cfg.point_timeout = point_timeout or None
+        cfg.point_timeout = point_timeout
+    cfg.validate()  # here too, not only in sweep: a bad option is refused before the run is locked
+    cfg.point_timeout = cfg.point_timeout or None  # 0: no limit
+    if cfg.jobs > cfg.jobs_to_use():
+        render.note(f"note: --jobs {jobs} is more than the {usable_cpus()} CPUs this process may use; "
+                    f"running {cfg.jobs_to_use()} at a time")
     return cfg
 
 
@@ -283,22 +297,31 @@ def _run_sweep(run: Path, cfg: Any) -> Any:
 @handles_errors
 def crash_replay(
     run: Path = typer.Argument(..., help="Run directory written by `ftmbctl record`."),
-    at: list[int] = typer.Option([], "--at", help="Crash right after timeline event E (repeatable)."),
-    every: Optional[int] = typer.Option(None, "--every", help="Crash after every K-th event."),
-    random_points: Optional[int] = typer.Option(None, "--random", help="Crash after N events drawn with --seed."),
-    seed: int = typer.Option(1, "--seed", help="Seed of the --random sample."),
+    at: list[int] = typer.Option([], "--at", help="Crash right after timeline event E (repeatable) "
+                                                  "[0 to the run's events - 1]."),
+    every: Optional[int] = typer.Option(None, "--every", help="Crash after every K-th event [>=1]."),
+    random_points: Optional[int] = typer.Option(None, "--random", help="Crash after N events drawn with --seed "
+                                                                       "[>=1]."),
+    seed: int = typer.Option(1, "--seed", help=f"Seed of the --random sample {SEEDS}."),
     all_points: bool = typer.Option(False, "--all", help="Crash after every event (exhaustive)."),
     torn: bool = typer.Option(False, "--torn", help="Also crash with half of the next write on disk (a torn log "
                                                     "tail, or a half-written snapshot)."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="Write each crash image as a directory here."),
     chain: str = typer.Option("all", "--chain", metavar="all|none|N",
                               help="Snapshot-chain points to add: every snapshot, none, or N snapshots drawn with "
-                                   "--seed (the end of the run is always checked unless none)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes (0: one per core)."),
+                                   "--seed, N >= 0 (the end of the run is always checked unless none)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes [>=0] (0: one per CPU this process may "
+                                                     "use; more are capped to those)."),
     middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
+    kill: Optional[int] = typer.Option(None, "--kill", metavar="N",
+                                       help="Instead of simulated crash points: record RUN's trace again N times in "
+                                            "a child process, SIGKILL it at a moment drawn with --seed, and check "
+                                            "each real crash (chaos runs: every file a prefix of RUN's, and every "
+                                            "invariant; threads runs: those that need no reference)."),
     point_timeout: float = typer.Option(600.0, "--point-timeout", metavar="SECONDS",
                                         help="A crash point whose recovery takes longer fails recovery-completes "
-                                             "(the middlebox may loop forever) and the sweep goes on; 0: no limit."),
+                                             "(the middlebox may loop forever) and the sweep goes on "
+                                             f"{range_text(0, MAX_POINT_TIMEOUT)}; 0: no limit."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Crash a recorded run at chosen points, recover from what was durable, and check the result.
@@ -316,7 +339,13 @@ def crash_replay(
     cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep, chain, point_timeout)
     cfg.middlebox = middlebox
     render.note(f"crash-replay {run}: seed {cfg.seed}")
-    report = _run_sweep(run, cfg)
+    if kill is not None:
+        from ftmbctl.kill import kill_sweep
+
+        with render.progress_bar("killing records") as update:
+            report = kill_sweep(run, kill, seed, middlebox, update)
+    else:
+        report = _run_sweep(run, cfg)
     if json_out:
         print(report_json(report))
     else:
@@ -332,7 +361,8 @@ def verify(
     run: Path = typer.Argument(..., help="Run directory (with crash-replay results, or a default sweep is run)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object: consistent, crash_points, ..."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file, one test case per crash point."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes for a default sweep (0: one per core)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes for a default sweep [>=0] (0: one per CPU "
+                                                     "this process may use; more are capped to those)."),
     middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
 ) -> None:
     """Report whether the middlebox recovered consistently from every crash point.
@@ -436,23 +466,26 @@ def bench(
     trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Capture to measure on.",
                         show_default="bundled traces/mixed.pcap"),
     middlebox: str = typer.Option("nat", "--middlebox", "-m", help="Middlebox to measure."),
-    queues: int = typer.Option(4, "--queues", "-q", help="Number of queues."),
+    queues: int = typer.Option(4, "--queues", "-q", help=f"Number of queues {QUEUES}."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
                                         help="Scheduler of the record runs behind record_overhead, "
                                              "record_vs_parse, replay and the sweep (release_delay uses threads)."),
-    snapshot_every: int = typer.Option(1000, "--snapshot-every", help="Take a snapshot every N input packets."),
-    flush_every: int = typer.Option(32, "--flush-every", help="Flush a log after N records."),
-    seed: int = typer.Option(1, "--seed", help="Seed of the chaos schedule."),
+    snapshot_every: int = typer.Option(1000, "--snapshot-every",
+                                       help=f"Take a snapshot every N input packets {PER_PACKETS}."),
+    flush_every: int = typer.Option(32, "--flush-every", help=f"Flush a log after N records {PER_PACKETS}."),
+    seed: int = typer.Option(1, "--seed", help=f"Seed of the chaos schedule {SEEDS}."),
     repeat: Optional[int] = typer.Option(None, "--repeat", help="Measured record pairs after a warm-up pair "
-                                                                "(default 7, 2 with --quick)."),
+                                                                "(default 7, 2 with --quick) [>=1]."),
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes: under a minute."),
     only: Optional[str] = typer.Option(None, "--only", metavar="METRIC[,METRIC]", help="Measure only these metrics."),
     pair_packets: Optional[int] = typer.Option(None, "--pair-packets", help="Short trace of recovery_scaling "
-                                                                            "(the long one is 10x)."),
+                                                                            "(the long one is 10x) [>=1]."),
     rss_packets: Optional[str] = typer.Option(None, "--rss-packets", metavar="SMALL,LARGE",
-                                              help="peak_rss_ratio sizes (default 100000,1000000)."),
-    rss_sample: int = typer.Option(20, "--rss-sample", help="Random crash points of each peak_rss_ratio run."),
-    sweep_points: Optional[int] = typer.Option(None, "--sweep-points", help="Random crash points of sweep_rate."),
+                                              help="peak_rss_ratio sizes, 1 <= SMALL < LARGE "
+                                                   "(default 100000,1000000)."),
+    rss_sample: int = typer.Option(20, "--rss-sample", help="Random crash points of each peak_rss_ratio run [>=1]."),
+    sweep_points: Optional[int] = typer.Option(None, "--sweep-points", help="Random crash points of sweep_rate "
+                                                                            "[>=0] (0: the snapshot chain only)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON to this file."),
 ) -> None:

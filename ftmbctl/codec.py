@@ -196,8 +196,31 @@ def _encode(value: Any, out: bytearray, depth: int) -> None:
         raise _refuse(value)
 
 
-def decode(data: bytes) -> Any:
-    value, end = _decode(memoryview(data), 0, 0)
+# What decoding may build is bounded by the input's size. Every value takes at least one byte, but
+# a two-byte empty set is a 216-byte object: without a bound, a snapshot of nested empty
+# containers would need a hundred times its size. Each str, bytes and container is charged about
+# what CPython allocates for it (object, GC header, one slot or entry per item) before it is built;
+# the scalars are not (an int is 9 bytes in and at most 32 out). What the recorder writes stays
+# far below the budget (a NAT table costs about 6 times its encoded size, a set of short strings
+# about 20 times).
+DECODE_FACTOR = 32
+DECODE_SLACK = 16 << 20
+_COST_BASE = {T_STR: 48, T_BYTES: 40, T_BYTEARRAY: 64, T_BIGINT: 32,
+              T_TUPLE: 72, T_LIST: 72, T_SET: 232, T_FROZENSET: 232, T_DICT: 72}
+_COST_ITEM = {T_STR: 2, T_BYTES: 1, T_BYTEARRAY: 1, T_BIGINT: 1,
+              T_TUPLE: 8, T_LIST: 16, T_SET: 40, T_FROZENSET: 40, T_DICT: 48}
+
+
+def decode_budget(size: int) -> int:
+    """Bytes of objects ``decode`` may build from ``size`` bytes of input."""
+    return DECODE_FACTOR * size + DECODE_SLACK
+
+
+def decode(data: bytes, budget: int | None = None) -> Any:
+    """The value ``data`` encodes; a ``CodecError`` when it would build more than ``budget`` bytes
+    of objects (by default ``decode_budget(len(data))``)."""
+    left = [decode_budget(len(data)) if budget is None else budget]
+    value, end = _decode(memoryview(data), 0, 0, left)
     if end != len(data):
         raise CodecError(f"{len(data) - end} bytes after the value", end)
     return value
@@ -224,7 +247,13 @@ def _take(data: memoryview, pos: int, n: int) -> tuple[bytes, int]:
     return bytes(data[pos:pos + n]), pos + n
 
 
-def _decode(data: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+def _charge(left: list[int], tag: bytes, n: int, pos: int) -> None:
+    left[0] -= _COST_BASE[tag] + _COST_ITEM[tag] * n
+    if left[0] < 0:
+        raise CodecError("the value would take more memory than its size allows (nested or empty containers)", pos)
+
+
+def _decode(data: memoryview, pos: int, depth: int, left: list[int]) -> tuple[Any, int]:
     if depth > MAX_DEPTH:
         raise CodecError("nesting deeper than 64 levels", pos)
     if pos >= len(data):
@@ -246,6 +275,7 @@ def _decode(data: memoryview, pos: int, depth: int) -> tuple[Any, int]:
     if tag in (T_BIGINT, T_STR, T_BYTES, T_BYTEARRAY):
         n, pos = _read_varint(data, pos)
         raw, pos = _take(data, pos, n)
+        _charge(left, tag, n, pos - n)
         if tag == T_BIGINT:
             return int.from_bytes(raw, "little", signed=True), pos
         if tag == T_BYTES:
@@ -260,9 +290,10 @@ def _decode(data: memoryview, pos: int, depth: int) -> tuple[Any, int]:
         n, pos = _read_varint(data, pos)
         if n > len(data) - pos:
             raise CodecError(f"container claims {n} items, {len(data) - pos} bytes left", pos)
+        _charge(left, tag, n, pos)
         items = []
         for _ in range(n):
-            item, pos = _decode(data, pos, depth + 1)
+            item, pos = _decode(data, pos, depth + 1, left)
             items.append(item)
         try:
             if tag == T_TUPLE:
@@ -276,10 +307,11 @@ def _decode(data: memoryview, pos: int, depth: int) -> tuple[Any, int]:
         n, pos = _read_varint(data, pos)
         if n > len(data) - pos:
             raise CodecError(f"dict claims {n} entries, {len(data) - pos} bytes left", pos)
+        _charge(left, tag, n, pos)
         result = {}
         for _ in range(n):
-            key, pos = _decode(data, pos, depth + 1)
-            item, pos = _decode(data, pos, depth + 1)
+            key, pos = _decode(data, pos, depth + 1, left)
+            item, pos = _decode(data, pos, depth + 1, left)
             try:
                 result[key] = item
             except TypeError:

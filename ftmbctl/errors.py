@@ -57,6 +57,15 @@ class MiddleboxError(FtmbError):
         self.packet, self.queue, self.exception = packet, queue, exception
 
 
+class Interrupted(FtmbError):
+    """SIGINT or SIGTERM stopped the command (exit 128 + the signal's number: 130, 143), after it
+    stopped its workers and removed its scratch files; no verdict."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class MachineError(FtmbError):
     """Could not read or write: the environment failed (disk full, file too large, read-only file
     system, permission denied), not the run and not the middlebox (exit 4)."""
@@ -88,3 +97,27 @@ def writes_to(path: str | os.PathLike[str]) -> Iterator[None]:
         if not exc.errno:
             raise
         raise MachineError.from_os(exc, path) from None
+
+
+# ---- option ranges: checked by the library's configs, shown in the CLI's help ----
+U32_MAX = 0xFFFFFFFF  # packet numbers and snapshot boundaries are u32 fields on disk (formats/)
+SEED_MAX = (1 << 63) - 1  # a seed is kept in the manifest and mixed into 63-bit derived seeds
+MAX_QUEUES = 64
+MAX_POINT_TIMEOUT = 86400.0  # seconds of one crash point's recovery: a day; 0 (no deadline) asks for more
+
+
+def _shown(number: float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
+def range_text(low: float, high: float | None = None) -> str:
+    """How a range reads in an option's help: ``[1-64]``, or ``[>=1]`` without an upper bound."""
+    return f"[{_shown(low)}-{_shown(high)}]" if high is not None else f"[>={_shown(low)}]"
+
+
+def check_range(option: str, value: float, low: float, high: float | None = None) -> None:
+    """Refuse ``value`` outside ``low..high`` (both included) in one sentence naming the range."""
+    if low <= value and (high is None or value <= high):  # NaN fails both comparisons
+        return
+    bound = f"between {_shown(low)} and {_shown(high)}" if high is not None else f"at least {_shown(low)}"
+    raise UsageError(f"{option} must be {bound}, got {_shown(value)}")

@@ -17,6 +17,7 @@ from ftmbctl import __version__
 from ftmbctl.errors import DamagedRun
 from ftmbctl.hashing import file_sha256
 from ftmbctl.parallel import in_parallel
+from ftmbctl.safeio import MAX_JSON, read_regular
 from ftmbctl.snapshot import write_atomically
 
 FORMAT_VERSION = 1
@@ -74,6 +75,8 @@ def write_manifest(cfg: Any, run_id: bytes, trace_sha: str, shared: Any, complet
         }
         if result.interrupted:
             doc["interrupted"] = result.interrupted  # the record covers only the first packets_in packets
+        if getattr(result, "cut_short", None) is not None:  # the trace ends inside a packet: the packets before it
+            doc["trace"]["cut_short_at"] = result.cut_short.at
     # temp file and rename: a crash while the manifest is rewritten leaves the old one, never half
     write_atomically(run_dir / MANIFEST, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
                      sync=hash_files)
@@ -107,7 +110,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise DamagedRun(f"{run_dir}: no such run directory")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_regular(path, MAX_JSON).decode())
     except FileNotFoundError:
         raise DamagedRun(f"{path}: file is missing; {run_dir} is not an ftmbctl run directory") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -18,9 +18,10 @@ import hashlib
 import io
 import itertools
 import os
+import stat
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -50,6 +51,34 @@ class TraceInfo:
     last_ts_ns: int | None  # timestamp of the last packet in file order
     size_bytes: int  # size of the file as stored (compressed size for gzip)
     sha256: str  # of the file as stored
+    cut_short_at: int | None = None  # where a capture cut short inside its last packet ends (CutShort.at)
+
+
+@dataclass(frozen=True, slots=True)
+class CutShort:
+    """A capture that ends inside its last record: what a tcpdump killed mid-write leaves. Like a
+    torn log tail it is a clean end, after the last complete packet (damage before the end is not:
+    that stays BadInput). Offsets are those of the decompressed stream for a gzipped file."""
+
+    name: str
+    at: int  # byte offset where the capture ends (its size)
+    start: int  # byte offset where the incomplete record starts
+    complete: int  # complete packets before it
+    inside: str  # "packet 3", or the pcapng block the cut falls in
+
+    def sentence(self, verb: str = "read") -> str:
+        """The warning: ``verb`` says what became of the complete packets before the cut."""
+        return f"{self.name}: cut short at byte {self.at} inside {self.inside}; {verb} {self._before()}"
+
+    def refusal(self) -> str:
+        """The error of a strict read: the same sentence, refused."""
+        return (f"{self.name}: cut short at byte {self.at} inside {self.inside}; --strict refuses it "
+                f"(without --strict {self._before()} would be used)")
+
+    def _before(self) -> str:
+        n = self.complete
+        return "0 packets (none before the cut is complete)" if n == 0 else (
+            f"the {n} complete packet{'s' if n > 1 else ''} before it")
 
 
 # The link types the decoders understand. DLT_RAW is 12 on most systems and 14 on OpenBSD,
@@ -108,6 +137,15 @@ class Source:
         self.format = ""  # "pcap" or "pcapng", set once the magic number is seen
         self.base = 0
         self._file = fileobj
+        self.strict = False  # a capture cut short is BadInput, not a clean end
+        self.cut: CutShort | None = None  # set when the capture ends inside a record
+
+    def cut_short(self, start: int, end: int, complete: int, inside: str) -> None:
+        """The capture ends inside the record at ``start`` (the decoder then returns): remember
+        where, or refuse it when strict."""
+        self.cut = CutShort(self.name, end, start, complete, inside)
+        if self.strict:
+            raise BadInput(self.cut.refusal())
 
     def refill(self, buf: bytes, pos: int, need: int) -> bytes:
         """Return buf[pos:] extended by further reads to `need` bytes, or fewer at end of input."""
@@ -164,10 +202,36 @@ class _TalliedRaw(io.RawIOBase):
         return n
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "is a directory, not a capture file"), (stat.S_ISFIFO, "is a FIFO"),
+               (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
+               (stat.S_ISSOCK, "is a socket"))
+
+
+def check_capture_file(path: str | os.PathLike) -> None:
+    """Refuse a path that is not a regular file before anything opens it: opening a FIFO waits
+    for a writer, and a device such as /dev/zero never ends (the SHA-256 of the trace would read
+    it for ever). Symbolic links are followed."""
+    name = os.fsdecode(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BadInput(f"{name}: no such file") from None
+    except PermissionError:
+        raise BadInput(f"{name}: cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise BadInput(f"{name}: cannot be opened ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((what for test, what in _FILE_KINDS if test(mode)), "is not a regular file")
+        if not stat.S_ISDIR(mode):
+            kind += "; a trace must be a regular capture file (copy a stream to a file first)"
+        raise BadInput(f"{name}: {kind}")
+
+
 @contextlib.contextmanager
 def _open_capture(path: str | os.PathLike, tally: _Tally | None = None) -> Iterator[Source]:
     """Open a capture (gzip detected by its magic, not its name) and convert every read failure."""
     name = os.fsdecode(path)
+    check_capture_file(path)
     try:
         raw = open(path, "rb", buffering=0)
     except FileNotFoundError:
@@ -237,12 +301,9 @@ def _iter_pcap(src: Source, buf: bytes) -> Iterator[RawPacket]:
             buf = src.refill(buf, pos, 16)
             pos, size = 0, len(buf)
             if size < 16:
-                if size == 0:
-                    return
-                raise BadInput(
-                    f"{name}: truncated packet record header at byte {src.base} (packet {index + 1}): "
-                    f"16 bytes needed, {size} left"
-                )
+                if size:  # a record header cut short: a clean end after the packets before it
+                    src.cut_short(src.base, src.base + size, index, f"packet {index + 1}")
+                return
         sec, frac, caplen, orig_len = record(buf, pos)
         if caplen > limit:
             raise BadInput(
@@ -256,25 +317,31 @@ def _iter_pcap(src: Source, buf: bytes) -> Iterator[RawPacket]:
             buf = src.refill(buf, pos, 16 + caplen)
             pos, size = 0, len(buf)
             start, end = 16, 16 + caplen
-            if end > size:
-                raise BadInput(
-                    f"{name}: truncated packet record at byte {src.base} (packet {index + 1}): "
-                    f"header says {caplen} bytes, {size - 16} left"
-                )
+            if end > size:  # refill read to the end of the input: the last record is cut short
+                src.cut_short(src.base, src.base + size, index, f"packet {index + 1}")
+                return
         yield RawPacket(index, sec * NS_PER_S + frac * ns_per_frac, linktype, orig_len, buf[start:end])
         index += 1
         pos = end
 
 
-def iter_packets(path: str | os.PathLike) -> Iterator[RawPacket]:
+def iter_packets(path: str | os.PathLike, *, strict: bool = False,
+                 on_cut: Callable[[CutShort], None] | None = None) -> Iterator[RawPacket]:
     """Yield every packet of a pcap or pcapng file (gzipped or not), in file order.
 
-    Streams in constant memory. Raises BadInput, and nothing else, for any input it cannot read
-    completely: a cut-off last packet is reported, not dropped, because a replayed trace that
-    silently loses its tail would make recovery checks compare different inputs.
+    Streams in constant memory. Raises BadInput, and nothing else, for any input it cannot read:
+    a path that is not a regular file, a bad header or record length, damage before the end. A
+    capture cut short inside its last record (a killed tcpdump) ends after its last complete
+    packet, as tcpdump reads it: ``on_cut`` is then called with where, once the packets before
+    it are yielded, and with ``strict`` the cut is BadInput instead. The same file always gives
+    the same packets, so a run recorded from it (the manifest keeps its SHA-256 and where it is
+    cut) replays the same inputs.
     """
     with _open_capture(path) as src:
+        src.strict = strict
         yield from _decode(src)
+    if src.cut is not None and on_cut is not None:
+        on_cut(src.cut)
 
 
 def read_trace_info(path: str | os.PathLike) -> TraceInfo:
@@ -292,7 +359,8 @@ def read_trace_info(path: str | os.PathLike) -> TraceInfo:
             count += 1
     fmt = src.format + ("+gzip" if src.compressed else "")
     return TraceInfo(
-        src.name, fmt, count, tuple(linktypes), first_ts, last_ts, tally.size, tally.sha256.hexdigest()
+        src.name, fmt, count, tuple(linktypes), first_ts, last_ts, tally.size, tally.sha256.hexdigest(),
+        src.cut.at if src.cut is not None else None,
     )
 
 

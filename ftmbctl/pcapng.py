@@ -127,10 +127,12 @@ def iter_pcapng(src: Source, buf: bytes) -> Iterator[RawPacket]:
             if size < 12:
                 if size == 0:
                     return
-                raise BadInput(
-                    f"{name}: truncated pcapng block header at byte {src.base}{_where(index, None)}: "
-                    f"12 bytes needed, {size} left"
-                )
+                if src.base == 0:  # not even a section header: not a capture
+                    raise BadInput(f"{name}: truncated pcapng block header at byte 0: 12 bytes needed, {size} left")
+                # cut short in a block header: a clean end, like a torn log tail
+                src.cut_short(src.base, src.base + size, index,
+                              f"the block header at byte {src.base}{_where(index, None)}")
+                return
         offset = src.base + pos
         if buf[pos : pos + 4] == PCAPNG_MAGIC:
             layout = _section_layout(name, buf, pos, offset)
@@ -141,10 +143,15 @@ def iter_pcapng(src: Source, buf: bytes) -> Iterator[RawPacket]:
             buf = src.refill(buf, pos, length)
             pos, size = 0, len(buf)
             if size < length:
-                raise BadInput(
-                    f"{name}: truncated {_block_name(btype)} block at byte {offset}{_where(index, btype)}: "
-                    f"block length says {length} bytes, {size} left"
-                )
+                if offset == 0:  # the first section header is cut: not a capture
+                    raise BadInput(
+                        f"{name}: truncated {_block_name(btype)} block at byte 0: "
+                        f"block length says {length} bytes, {size} left"
+                    )
+                inside = (f"packet {index + 1}" if btype in _PACKET_BLOCKS
+                          else f"the {_block_name(btype)} block at byte {offset}{_where(index, btype)}")
+                src.cut_short(offset, offset + size, index, inside)
+                return
         trailing = layout.u32.unpack_from(buf, pos + length - 4)[0]
         if trailing != length:
             raise BadInput(

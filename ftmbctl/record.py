@@ -23,13 +23,14 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
-from ftmbctl.errors import BadInput, FtmbError, MachineError, UsageError
+from ftmbctl.errors import (MAX_QUEUES, SEED_MAX, U32_MAX, BadInput, FtmbError, MachineError, UsageError,
+                            check_range)
 from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import file_sha256, hash64
 from ftmbctl.locking import exclusive
 from ftmbctl.manifest import read_manifest, write_manifest
 from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
-from ftmbctl.pcapio import RawPacket, iter_packets
+from ftmbctl.pcapio import CutShort, RawPacket, check_capture_file, iter_packets
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
 from ftmbctl.trust import source_sha256
@@ -55,14 +56,14 @@ class RecordConfig:
     seed: int = 1
     mode: str = "ftmb"  # "ftmb", "no-replay" (snapshots only, DESIGN §8) or "vanilla" (nothing written)
     force: bool = False
+    strict: bool = False  # refuse a trace cut short in its last packet instead of recording the packets before
 
     def validate(self) -> None:
-        if not 1 <= self.queues <= 64:
-            raise UsageError(f"--queues must be between 1 and 64, got {self.queues}")
-        if self.snapshot_every < 1:
-            raise UsageError(f"--snapshot-every must be at least 1, got {self.snapshot_every}")
-        if self.flush_every < 1:
-            raise UsageError(f"--flush-every must be at least 1, got {self.flush_every}")
+        check_range("--queues", self.queues, 1, MAX_QUEUES)
+        # snapshot boundaries and numbers, and the records of a chunk, are u32 fields on disk
+        check_range("--snapshot-every", self.snapshot_every, 1, U32_MAX)
+        check_range("--flush-every", self.flush_every, 1, U32_MAX)
+        check_range("--seed", self.seed, 0, SEED_MAX)
         if self.scheduler not in ("threads", "chaos"):
             raise UsageError(f"--scheduler must be threads or chaos, got {self.scheduler!r}")
         if self.mode not in MODES:
@@ -85,6 +86,7 @@ class RecordResult:
     seed: int = 0
     interrupted: str | None = None  # "SIGINT after N packets" when a signal ended the record early
     run_id: str = ""
+    cut_short: CutShort | None = None  # the trace ended inside its last packet: the packets before it were recorded
 
 
 class MiddleboxFailed(Exception):
@@ -145,7 +147,9 @@ def derive_seed(*parts: object) -> int:
 
 
 def trace_sha256(path: Path) -> str:
-    """The trace's SHA-256, with one sentence when it cannot be read."""
+    """The trace's SHA-256, with one sentence when it cannot be read (or is no regular file: a FIFO
+    or a device would be read for ever)."""
+    check_capture_file(path)
     try:
         return file_sha256(path)
     except FileNotFoundError:
@@ -408,7 +412,10 @@ class Recorder:
 
     def _input_packets(self) -> Iterator[RawPacket]:
         """The inputs, in arrival order (recovery: the durable ones from the log, then the trace)."""
-        return iter_packets(self.cfg.trace)
+        return iter_packets(self.cfg.trace, strict=self.cfg.strict, on_cut=self._trace_cut_short)
+
+    def _trace_cut_short(self, cut: CutShort) -> None:
+        self.result.cut_short = cut  # the manifest keeps where (manifest.py), the CLI warns
 
     def _discard(self) -> None:
         if self.storage is not None:

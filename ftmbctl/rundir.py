@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import mmap
-import stat
+import os
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar, overload
 
 from ftmbctl import records as rec
-from ftmbctl.errors import BadInput, DamagedRun, FtmbError, MiddleboxError
+from ftmbctl.errors import BadInput, DamagedRun, FtmbError, MiddleboxError, UsageError
 from ftmbctl.hashing import file_sha256
 from ftmbctl.manifest import read_manifest, snapshot_misplaced
+from ftmbctl.safeio import open_regular
 from ftmbctl.snapshot import Snapshot, read_snapshot
 from ftmbctl.store import (CHUNK_HEADER, FILE_HEADER, KIND_INPUT, KIND_OUTPUT, KIND_QUEUE, KIND_TIMELINE, Chunk,
                            LogScan, iter_chunk_heads, iter_chunks, read_file_header)
@@ -106,9 +107,7 @@ class LogFile:
 def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, limit: int | None = None) -> LogFile:
     """Open a log read-only; ``limit`` keeps only its first bytes (what was durable at a crash)."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
-            raise DamagedRun(f"{path}: not a regular file")
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:  # a FIFO or device would block or never end
             size = handle.seek(0, 2)
             if size == 0:
                 data: Any = b""
@@ -116,8 +115,6 @@ def open_log(path: Path, kind: int | None = None, run_id: bytes | None = None, l
                 data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
         raise DamagedRun(f"{path}: file is missing") from None
-    except IsADirectoryError:
-        raise DamagedRun(f"{path}: is a directory, expected a log file") from None
     except OSError as exc:
         raise DamagedRun(f"{path}: cannot be read ({exc.strerror})") from None
     size = len(data) if limit is None else min(limit, len(data))  # no copy: chunks stop at ``size``
@@ -348,7 +345,9 @@ class RunDir:
         folder = self.path / "snapshots"
         if not folder.is_dir():
             return []
-        numbered = [(snapshot_number(p), p) for p in folder.glob("snap-*.snap") if p.is_file()]
+        # Every entry named like a snapshot, a directory or a FIFO too: its reader reports it
+        # (open_regular) instead of a sweep silently restoring an older snapshot.
+        numbered = [(snapshot_number(p), p) for p in folder.glob("snap-*.snap")]
         limit = self.max_snapshot
         return [p for n, p in sorted(numbered) if n is not None and (limit is None or n <= limit)]
 
@@ -373,15 +372,22 @@ class RunDir:
     def check_complete(self) -> None:
         """A complete run must hold exactly the bytes its manifest lists: every file present, of
         its size and SHA-256. A log that differs is read through to name the damaged chunk."""
+        recovered = self.manifest.get("recovered_from")
+        if isinstance(recovered, dict):
+            raise UsageError(f"{self.path} is an execution `ftmbctl recover` wrote from the crash image "
+                             f"{recovered.get('image')}, not a recorded run: check the run that image came from")
         if not self.complete:
-            raise DamagedRun(f"{self.path}: the record did not complete (manifest says so); nothing to compare against")
+            raise DamagedRun(f"{self.path}: the record did not complete (it was interrupted or killed), so there is "
+                             "no failure-free run to compare against: recover it with `ftmbctl recover`, or test "
+                             "real crashes of a complete run with `crash-replay RUN --kill N`")
         files = self.manifest.get("files")
         if not isinstance(files, dict) or not files:
             raise DamagedRun(f"{self.path / 'manifest.json'}: lists no files")
         for rel, entry in sorted(files.items()):
             path = safe_join(self.path, rel)
             try:
-                size = path.stat().st_size
+                with open_regular(path) as handle:  # a FIFO listed with 0 bytes would block the hash
+                    size = os.fstat(handle.fileno()).st_size
             except FileNotFoundError:
                 raise DamagedRun(f"{path}: file is missing") from None
             except OSError as exc:

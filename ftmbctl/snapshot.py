@@ -22,8 +22,9 @@ from typing import Any
 
 import lz4.block
 
-from ftmbctl import codec
+from ftmbctl import codec, store
 from ftmbctl.errors import DamagedRun, MiddleboxStateError, writes_to
+from ftmbctl.safeio import read_regular
 
 MAGIC = b"FTMS"
 VERSION = 2  # 2: the codec's bytearray tag "B" (formats/snapshot.md)
@@ -31,6 +32,11 @@ READS = (1, 2)  # a version 1 body is a version 2 body that holds no bytearray
 HEADER = struct.Struct("<4sHH16sIIIIII")
 FLAG_FINAL = 1  # the failure-free run's final state (reference.snap), not a periodic snapshot
 MAX_STATE = 1 << 30  # a snapshot claiming more state than this is not one ftmbctl wrote
+# An lz4 block gives at most about 255 bytes per byte (a match's length grows by 255 per extra
+# byte): a header claiming more state than that from its body lies, and is refused before the
+# decompressor allocates what it claims.
+LZ4_MAX_RATIO = store.LZ4_MAX_RATIO
+MAX_FILE = HEADER.size + MAX_STATE + MAX_STATE // 255 + 16  # lz4's worst case for MAX_STATE bytes
 
 
 def snapshot_name(number: int) -> str:
@@ -124,11 +130,14 @@ def decode_snapshot(path: Path, data: bytes, run_id: bytes | None = None) -> Sna
         raise DamagedRun(f"{path}: snapshot body checksum mismatch at byte {HEADER.size}")
     if raw_length > MAX_STATE:
         raise DamagedRun(f"{path}: snapshot header claims {raw_length} bytes of state (at most {MAX_STATE})")
+    if raw_length > LZ4_MAX_RATIO * length:
+        raise DamagedRun(f"{path}: snapshot header claims {raw_length} bytes of state from a {length}-byte body, "
+                         f"more than lz4 can give (at most {LZ4_MAX_RATIO} times the body)")
     try:
         raw = lz4.block.decompress(body, uncompressed_size=raw_length)
         if len(raw) != raw_length:
             raise DamagedRun(f"{path}: snapshot body decompresses to {len(raw)} bytes, header says {raw_length}")
-        state = codec.decode(raw)
+        state = codec.decode(raw)  # the codec bounds what it builds by len(raw) (codec.decode_budget)
     except (lz4.block.LZ4BlockError, codec.CodecError) as exc:
         raise DamagedRun(f"{path}: snapshot body does not decode ({exc})") from None
     if not isinstance(state, dict):
@@ -137,10 +146,61 @@ def decode_snapshot(path: Path, data: bytes, run_id: bytes | None = None) -> Sna
 
 
 def read_snapshot(path: Path, run_id: bytes | None = None) -> Snapshot:
+    """A snapshot file of a run, its state checked against the state dict's layout (``check_state``)."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_FILE)  # a FIFO or a device is refused, never waited on
     except FileNotFoundError:
         raise DamagedRun(f"{path}: file is missing") from None
     except OSError as exc:
         raise DamagedRun(f"{path}: cannot be read ({exc.strerror})") from None
-    return decode_snapshot(path, data, run_id)
+    snap = decode_snapshot(path, data, run_id)
+    check_state(path, snap)
+    return snap
+
+
+_COUNTS = ("input_records", "input_bytes", "outputs_released", "outputs_bytes", "time_ns")
+
+
+def check_state(path: Path, snap: Snapshot) -> None:
+    """The state dict as formats/snapshot.md lays it out (record.py's ``Recorder._state``), so that
+    no reader meets a missing key or a value of another type later: one ``DamagedRun`` naming the
+    file and the first field that is wrong. The queue count is checked against the manifest's by
+    whoever restores the state (the manifest, which has no checksum, is then the one named). A
+    counter's value and the queue-local states are the middlebox's and are not checked here."""
+    state = snap.state
+
+    def bad(field: str, what: str) -> DamagedRun:
+        return DamagedRun(f"{path}: snapshot state field {field!r} {what}")
+
+    def whole(value: Any) -> bool:
+        return type(value) is int and value >= 0
+
+    for key in ("boundary", "shared", "local", "queue_records", "queue_bytes", *_COUNTS):
+        if key not in state:
+            raise bad(key, "is missing")
+    if not whole(state["boundary"]) or state["boundary"] != snap.boundary:
+        raise bad("boundary", f"is {codec.short_repr(state['boundary'])}, the header says {snap.boundary}")
+    shared = state["shared"]
+    if type(shared) is not list:
+        raise bad("shared", "is not a list")
+    for i, var in enumerate(shared):
+        if type(var) is not tuple or len(var) != 4:
+            raise bad("shared", f"entry {i} is not a (name, kind, count, value) tuple")
+        name, kind, count, value = var
+        if type(name) is not str or not whole(count):
+            raise bad("shared", f"entry {i} has no name or access count")
+        if kind == "map" and type(value) is not dict:
+            raise bad("shared", f"entry {i} ({name!r}) is a map whose value is not a dict")
+        if kind not in ("counter", "map"):
+            raise bad("shared", f"entry {i} ({name!r}) has kind {codec.short_repr(kind)}, not counter or map")
+    local, records, sizes = state["local"], state["queue_records"], state["queue_bytes"]
+    for key, value in (("local", local), ("queue_records", records), ("queue_bytes", sizes)):
+        if type(value) is not list:
+            raise bad(key, "is not a list")
+        if key != "local" and not all(whole(n) for n in value):
+            raise bad(key, "holds something other than counts")
+        if len(value) != len(local) or not 1 <= len(local) <= 64:
+            raise bad(key, f"has {len(value)} entries for {len(local)} queues")
+    for key in _COUNTS:
+        if not whole(state[key]):
+            raise bad(key, f"is {codec.short_repr(state[key])}, not a count")

@@ -25,12 +25,14 @@ from typing import BinaryIO, Iterator
 import lz4.block
 
 from ftmbctl.errors import DamagedRun, writes_to
+from ftmbctl.safeio import open_regular
 
 MAGIC = b"FTMB"
 VERSION = 2  # 2: queue logs store columns (formats/queue-log.md)
 FILE_HEADER = struct.Struct("<4sHBB16sII")  # magic, version, kind, flags, run_id, aux, crc
 CHUNK_HEADER = struct.Struct("<IIQIII")  # length, raw_length, first_seq, count, payload_crc, header_crc
 MAX_CHUNK = 64 << 20  # a chunk larger than this is not something ftmbctl wrote
+LZ4_MAX_RATIO = 256  # an lz4 block gives at most about 255 bytes per byte (formats/chunked-log.md)
 
 KIND_INPUT = 1
 KIND_QUEUE = 2
@@ -147,6 +149,9 @@ def _chunk_header(path: Path, data: bytes, pos: int, expect_seq: int) -> tuple[i
         raise DamagedRun(f"{path}: chunk header checksum mismatch at byte {pos}")
     if length > MAX_CHUNK or raw_length > MAX_CHUNK:
         raise DamagedRun(f"{path}: chunk at byte {pos} claims {max(length, raw_length)} bytes")
+    if raw_length > LZ4_MAX_RATIO * length:  # refused before the decompressor allocates it
+        raise DamagedRun(f"{path}: chunk at byte {pos} claims {raw_length} bytes of records from {length} "
+                         "stored bytes, more than lz4 can give")
     if seq != expect_seq:
         raise DamagedRun(f"{path}: chunk at byte {pos} starts at record {seq}, expected {expect_seq}")
     return length, raw_length, seq, count, payload_crc
@@ -204,8 +209,8 @@ def iter_chunk_heads(path: Path, data: bytes, start: int, first_seq: int, size: 
 def read_log_bytes(path: Path, limit: int | None = None) -> bytes:
     """The bytes of a log file (its first ``limit`` bytes), as one clear error when unreadable."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read() if limit is None else handle.read(limit)
+        with open_regular(path) as handle:
+            return handle.readall() if limit is None else handle.read(limit)
     except FileNotFoundError:
         raise DamagedRun(f"{path}: file is missing") from None
     except IsADirectoryError:

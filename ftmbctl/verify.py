@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -41,13 +40,16 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl.causes import describe, likely_causes
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
-from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError, writes_to
+from ftmbctl.errors import (MAX_POINT_TIMEOUT, SEED_MAX, DamagedRun, FtmbError, MiddleboxError, UsageError,
+                            check_range, writes_to)
 from ftmbctl.hashing import hash64
 from ftmbctl.locking import exclusive
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
+from ftmbctl.safeio import MAX_RESULTS, read_regular
 from ftmbctl.snapshot import write_atomically
 from ftmbctl.watchdog import RecoveryTimeout, deadline
+from ftmbctl.workers import exit_with_parent, interruptible, scratch_dir, stop_pool
 
 RESULTS = Path("crash") / "results.json"
 POINT_TIMEOUT = 600.0  # default deadline of one crash point's recovery, in seconds
@@ -65,12 +67,43 @@ class SweepConfig:
     seed: int = 1
     everything: bool = False
     torn: bool = False
-    jobs: int = 0  # 0: the machine's cores
+    jobs: int = 0  # 0: the CPUs this process may use (usable_cpus); more is capped to them
     keep: Path | None = None
     chain: bool = True  # add the snapshot-chain crash points
     chain_sample: int | None = None  # of those, only this many snapshots (drawn with seed); None: all
     point_timeout: float | None = POINT_TIMEOUT  # seconds one crash point may take; None: no limit
     middlebox: str | None = None  # the code to run, named by the user; None: the built-in the run names
+
+    def validate(self) -> None:
+        """Each option in its range (UsageError otherwise); ``--at`` is checked against the
+        run's events once they are read (crash.select_points), which names the valid range."""
+        if self.every is not None:
+            check_range("--every", self.every, 1)
+        if self.sample is not None:
+            check_range("--random", self.sample, 1)
+        check_range("--seed", self.seed, 0, SEED_MAX)
+        check_range("--jobs", self.jobs, 0)
+        if self.chain_sample is not None:  # 0: the end of the run only
+            check_range("--chain", self.chain_sample, 0)
+        if self.point_timeout is not None:
+            check_range("--point-timeout", self.point_timeout, 0, MAX_POINT_TIMEOUT)
+        if self.keep is not None and self.keep.exists() and not self.keep.is_dir():
+            raise UsageError(f"--keep {self.keep}: exists and is not a directory; crash images are "
+                             f"written as directories inside it")
+
+    def jobs_to_use(self) -> int:
+        """The worker processes asked for, capped to the CPUs this process may use (0: all of them)."""
+        cpus = usable_cpus()
+        return min(self.jobs or cpus, cpus)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (taskset, a container's cpuset), which
+    os.cpu_count() ignores; the machine's count where the mask cannot be read."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 # ---- hash seeds (DESIGN §6 step 7) ----
@@ -113,6 +146,7 @@ def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float |
                  middlebox: str | None = None) -> None:
     """Per process: the run, its timeline index, and a cache that keeps only the failure-free
     snapshots the last crash points used (points come in timeline order)."""
+    exit_with_parent()  # a SIGKILLed sweep leaves no worker behind
     run = RunDir(Path(run_path))
     _WORKER.update(run=run, events=run.events(), keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
@@ -139,7 +173,7 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
         if exc.exit_code in (3, 4):  # a damaged run, bad input or a failing disk is no verdict
             raise
         found = [{"invariant": "recovery-completes", "message": f"recovery failed: {exc}"}]
-    verdict.update(_capped(found))
+    verdict.update(capped(found))
     verdict["seconds"] = round(time.perf_counter() - started, 4)
     return verdict
 
@@ -201,7 +235,7 @@ def _completes_violation(exc: MiddleboxError, w: dict[str, Any], res: RecoveryRe
     return violation
 
 
-def _capped(found: list[dict[str, Any]]) -> dict[str, Any]:
+def capped(found: list[dict[str, Any]]) -> dict[str, Any]:
     """At most SHOWN_PER_INVARIANT violations of each invariant, and how many there were."""
     totals: dict[str, int] = {}
     shown = []
@@ -300,6 +334,15 @@ def check_point(res: RecoveryResult, out: Path, names: dict[int, str], chain: bo
 
 
 # ---- the sweep ----
+@contextlib.contextmanager
+def _stopped_on_error(pool: ProcessPoolExecutor) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        stop_pool(pool)
+        raise
+
+
 @dataclass
 class SweepReport:
     run: str
@@ -329,6 +372,7 @@ def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None]
 
 
 def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None] | None) -> SweepReport:
+    cfg.validate()
     run = RunDir(run_path)
     run.check_complete()  # every byte as the manifest lists it, before anything is claimed
     middlebox = run.check_middlebox(named=cfg.middlebox)
@@ -339,18 +383,20 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
     points = select_points(events, cfg.at, cfg.every, cfg.sample, cfg.seed, cfg.everything, cfg.torn)
     chain = set(chain_points(events, cfg.chain_sample, cfg.seed)) if cfg.chain else set()
     todo = sorted(set(points) | chain)
-    jobs = min(cfg.jobs or os.cpu_count() or 1, len(todo))
+    jobs = min(cfg.jobs_to_use(), len(todo))
     hash_seed = recovery_hash_seed(run.manifest)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     keep = str(cfg.keep) if cfg.keep else None
-    scratch = tempfile.mkdtemp(prefix="ftmbctl-recover-")  # every worker's recoveries, removed at the end
+    scratch = str(scratch_dir())  # every worker's recoveries, removed at the end (workers.py)
     try:
         # Started, not forked, even for one job: a fork would inherit this process's hash seed.
-        with _hash_seed_for_children(hash_seed), \
+        # A signal, or an error from a worker, ends the workers at once (stop_pool), not after
+        # the crash points they are running.
+        with _hash_seed_for_children(hash_seed), interruptible("the sweep stopped; no results were written"), \
                 ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                                     initargs=(str(run.path), keep, scratch, cfg.point_timeout,
-                                              cfg.middlebox)) as pool:
+                                              cfg.middlebox)) as pool, _stopped_on_error(pool):
             chunk = max(1, min(4, len(todo) // (4 * jobs)))
             for i, verdict in enumerate(pool.map(_run_point, todo, [p in chain for p in todo], chunksize=chunk)):
                 results.append(verdict)
@@ -359,7 +405,8 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
-                 "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample}
+                 "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample,
+                 "jobs": jobs}
     report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started,
                          middlebox={"name": middlebox.name, "spec": cfg.middlebox or run.manifest["middlebox"]["spec"]},
                          hash_seeds={"record": record_hash_seed(run.manifest), "recovery": str(hash_seed)})
@@ -372,12 +419,12 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
 def load_report(run_path: Path) -> SweepReport | None:
     RunDir(run_path).check_complete()  # results about a run that has since been damaged mean nothing
     path = run_path / RESULTS
-    if not path.exists():
-        return None
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_regular(path, MAX_RESULTS).decode())
         return SweepReport(doc["run"], doc["crash_points"], doc["seed"], doc["selection"], doc["seconds"],
                            doc.get("middlebox", {}), doc.get("hash_seeds", {}))
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DamagedRun(f"{path}: cannot be read ({exc}); run crash-replay again") from None
 

@@ -166,7 +166,7 @@ def test_cli_bench_table(tiny_trace: Path) -> None:
     (["--only", "pal_bytes,nope"], 2, "unknown metric 'nope'"),
     (["--rss-packets", "5"], 2, "--rss-packets must be SMALL,LARGE"),
     (["--rss-packets", "10,5", "--only", "peak_rss_ratio"], 2, "small then large"),
-    (["--queues", "0"], 2, "--queues must be at least 1"),
+    (["--queues", "0"], 2, "--queues must be between 1 and 64"),
     (["--trace", "missing.pcap"], 3, "missing.pcap: no such file"),
 ])
 def test_cli_bench_errors_are_one_sentence(args: list[str], code: int, words: str) -> None:

@@ -225,12 +225,12 @@ def test_force_replaces_an_existing_run(small_trace: Path, tmp_path: Path) -> No
 # ---------------------------------------------------------------- record: bad input (exit 3)
 
 def _truncated_copy(small_trace: Path, dest: Path) -> tuple[int, int]:
-    """Cut a copy in the middle of its last packet's data; return (record offset, packet number)."""
+    """Cut a copy in the middle of its last packet's data; return (offset of the cut, packet number)."""
     records = pcap_records(small_trace)
     offset, caplen = records[-1]
     assert caplen >= 2, "the last packet is too short to cut in its middle"
     dest.write_bytes(small_trace.read_bytes()[:offset + 16 + caplen // 2])
-    return offset, len(records)
+    return offset + 16 + caplen // 2, len(records)
 
 
 def _bad_input(kind: str, small_trace: Path, tmp_path: Path) -> tuple[Path, list[str]]:
@@ -264,7 +264,8 @@ def test_bad_trace_is_one_sentence_and_leaves_no_run(small_trace: Path, tmp_path
                                                      scheduler: str) -> None:
     trace, words = _bad_input(kind, small_trace, tmp_path)
     out = tmp_path / "run"
-    result = cli(*record_args(trace, out, scheduler=scheduler))
+    # a capture cut short in its last packet is recorded up to the cut unless --strict
+    result = cli(*record_args(trace, out, *(["--strict"] if kind == "truncated" else []), scheduler=scheduler))
     line = error_line(result, 3)
     assert str(trace) in line
     for word in words:
@@ -276,10 +277,13 @@ def test_bad_trace_is_one_sentence_and_leaves_no_run(small_trace: Path, tmp_path
 def test_truncated_trace_names_offset_and_packet_exactly(small_trace: Path, tmp_path: Path) -> None:
     trace = tmp_path / "cut.pcap"
     offset, number = _truncated_copy(small_trace, trace)
-    line = error_line(cli(*record_args(trace, tmp_path / "run")), 3)
-    match = re.search(r"at byte (\d+) \(packet (\d+)\)", line)
-    assert match, line
+    result = cli(*record_args(trace, tmp_path / "run"))
+    ok(result)
+    match = re.search(r"cut short at byte (\d+) inside packet (\d+);", words(result.stderr))
+    assert match, result.stderr
     assert (int(match[1]), int(match[2])) == (offset, number)
+    line = error_line(cli(*record_args(trace, tmp_path / "strict", "--strict")), 3)
+    assert f"cut short at byte {offset} inside packet {number}; --strict refuses it" in line
 
 
 @pytest.mark.parametrize("folder,name", [("caps[red]", "bad.pcap"), ("caps[", "b].pcap")])
@@ -719,7 +723,8 @@ def test_force_over_a_run_keeps_the_old_run_when_the_new_trace_is_unreadable(sma
     data = small_trace.read_bytes()
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(data[: len(data) - 10])
-    result = CliRunner(env=ENV).invoke(app, ["record", str(cut), "--out", str(out), "--force"])
+    # cut short in its last packet: recorded up to the cut, unless --strict refuses it at the end
+    result = CliRunner(env=ENV).invoke(app, ["record", str(cut), "--out", str(out), "--force", "--strict"])
     assert result.exit_code == 3, result.output
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before

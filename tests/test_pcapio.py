@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import os
 import shutil
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from ftmbctl.errors import BadInput
 from ftmbctl.pcapio import (
     SUPPORTED_LINKTYPES,
+    CutShort,
     RawPacket,
     iter_packets,
     read_trace_info,
@@ -201,24 +203,65 @@ def test_not_a_capture_names_first_bytes(write):
     assert "its gzip content starts with 50 4b" in bad_input(write(gzip.compress(b"PK\x03\x04 zip")))
 
 
-def test_truncated_last_packet_reports_offset_and_packet_number(write):
+def read_cut(path: Path) -> tuple[list[RawPacket], CutShort | None]:
+    cuts: list[CutShort] = []
+    packets = list(iter_packets(path, on_cut=cuts.append))
+    assert len(cuts) <= 1
+    return packets, (cuts[0] if cuts else None)
+
+
+def test_truncated_last_packet_is_a_clean_end_with_offset_and_packet_number(write):
+    """A capture cut inside its last record (a killed tcpdump) reads up to the packet before it,
+    as tcpdump does, and says where it was cut; strict refuses it in the same words."""
     whole = pcap_file(FRAMES)
     third = 24 + (16 + len(FRAMES[0][1])) + (16 + len(FRAMES[1][1]))
     path = write(whole[:-10])
-    packets = []
-    with pytest.raises(BadInput) as info:
-        for packet in iter_packets(path):
-            packets.append(packet)
-    assert len(packets) == 2  # the packets before the damage were delivered
-    assert str(info.value) == (
-        f"{path}: truncated packet record at byte {third} (packet 3): header says 42 bytes, 32 left"
+    packets, cut = read_cut(path)
+    assert key(packets) == key(read_all(write(whole, "whole.pcap")))[:2]  # the packets before the damage were delivered
+    assert cut == CutShort(str(path), len(whole) - 10, third, 2, "packet 3")
+    assert cut.sentence("recorded") == (
+        f"{path}: cut short at byte {len(whole) - 10} inside packet 3; recorded the 2 complete packets before it"
     )
-    message = bad_input(write(whole[: third + 5]))
-    assert f"truncated packet record header at byte {third} (packet 3): 16 bytes needed, 5 left" in message
+    with pytest.raises(BadInput) as info:
+        list(iter_packets(path, strict=True))
+    assert str(info.value) == cut.refusal()
+    assert str(info.value).startswith(f"{path}: cut short at byte {len(whole) - 10} inside packet 3; --strict")
+    # cut in the record header
+    packets, cut = read_cut(write(whole[: third + 5]))
+    assert len(packets) == 2 and (cut.at, cut.start, cut.inside) == (third + 5, third, "packet 3")
     ng = small_pcapng()
     last = len(ng) - len(epb("<", 0, *FRAMES[2][:2]))
-    message = bad_input(write(ng[:-1]))
-    assert f"truncated enhanced packet block at byte {last} (packet 3)" in message
+    packets, cut = read_cut(write(ng[:-1]))
+    assert len(packets) == 2 and (cut.at, cut.start, cut.inside) == (len(ng) - 1, last, "packet 3")
+    packets, cut = read_cut(write(ng[: last + 7]))
+    assert len(packets) == 2 and cut.at == last + 7 and cut.inside.startswith(f"the block header at byte {last}")
+
+
+def test_cut_inside_the_first_packet_reads_no_packet(write):
+    packets, cut = read_cut(write(pcap_file(FRAMES)[:30]))
+    assert packets == [] and cut.complete == 0 and "recorded 0 packets" in cut.sentence("recorded")
+
+
+def test_complete_capture_is_not_cut(write):
+    assert read_cut(write(pcap_file(FRAMES)))[1] is None
+    assert read_cut(write(small_pcapng()))[1] is None
+
+
+def test_bad_record_length_mid_file_is_still_reported(write):
+    """Damage before the end is corruption, not a cut: a record claiming more than any packet."""
+    whole = pcap_file(FRAMES)
+    second = 24 + 16 + len(FRAMES[0][1])
+    damaged = whole[:second + 8] + struct.pack("<I", 300_000) + whole[second + 12:]
+    message = bad_input(write(damaged))
+    assert f"packet record at byte {second} (packet 2) claims 300000 captured bytes" in message
+
+
+def test_fifo_and_device_are_refused_before_opening(tmp_path):
+    fifo = tmp_path / "fifo.pcap"
+    os.mkfifo(fifo)
+    assert "is a FIFO" in bad_input(fifo)  # would block in open() without the check
+    if os.path.exists("/dev/zero"):
+        assert "is a character device" in bad_input(Path("/dev/zero"))
 
 
 def test_truncated_file_header(write):
@@ -445,17 +488,25 @@ def test_damaged_captures_read_or_raise_bad_input(tmp_path_factory, kind, flips,
 
 @pytest.mark.parametrize("kind", sorted(VALID))
 def test_every_truncation_gives_a_prefix_or_bad_input(write, kind):
-    """Cutting at a record boundary leaves a valid shorter file; anywhere else is an error."""
+    """Cutting at a record boundary leaves a valid shorter file; inside a record, the packets
+    before it and a CutShort saying where; inside the file header (pcapng: the first SHB), an error."""
     content = VALID[kind]
     whole = key(read_all(write(content)))
-    valid_cuts = 0
+    header = 24 if kind == "pcap" else len(shb())
+    boundaries = 0
     for cut in range(len(content)):
-        packets = outcome(write(content[:cut]))
-        if packets is not None:
-            assert key(packets) == whole[: len(packets)]
-            valid_cuts += 1
+        path = write(content[:cut])
+        if cut < header:
+            assert outcome(path) is None
+            continue
+        packets, where = read_cut(path)
+        assert key(packets) == whole[: len(packets)]
+        if where is None:
+            boundaries += 1
+        else:
+            assert where.at == cut and where.start < cut and where.complete == len(packets)
     # pcap: after the file header and the first two packets; pcapng: also after the IDB.
-    assert valid_cuts == (3 if kind == "pcap" else 4)
+    assert boundaries == (3 if kind == "pcap" else 4)
 
 
 # --- interoperability -------------------------------------------------------------------------
