@@ -7,7 +7,9 @@ It records a few small runs (built-in middleboxes, 1-3 queues, several snapshot 
 seeds, each with a twin recorded under another seed to swap files from), keeps crash images of
 them at random crash points, then damages copies until the time is up: cuts (at chunk
 boundaries and anywhere), bit flips, zero-filled tails, a chunk appended twice, deleted files,
-files swapped in from the twin, and damage "re-hashed" into the manifest (so only the readers
+files swapped in from the twin, a FIFO or a link to /dev/zero in a file's place, snapshots with
+a valid checksum that claim a huge state (a decompression bomb) or hold a state of the wrong
+shape, and damage "re-hashed" into the manifest (so only the readers
 can see it). Each case runs ``ftmbctl crash-replay`` on a damaged run directory or ``ftmbctl
 recover`` on a damaged image, in-process through typer's CliRunner, under a time limit.
 
@@ -36,14 +38,17 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
 import random
 import re
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import time
 import traceback
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import lz4.block  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from ftmbctl.cli import app  # noqa: E402
@@ -60,7 +66,9 @@ from ftmbctl.errors import FtmbError  # noqa: E402
 from ftmbctl.pcapio import iter_packets, write_pcap  # noqa: E402
 from ftmbctl.record import RecordConfig, record  # noqa: E402
 from ftmbctl.rundir import RunDir, log_kind, open_log, snapshot_number  # noqa: E402
-from ftmbctl.snapshot import read_snapshot  # noqa: E402
+from ftmbctl.snapshot import HEADER as SNAPSHOT_HEADER  # noqa: E402
+from ftmbctl.snapshot import VERSION as SNAPSHOT_VERSION  # noqa: E402
+from ftmbctl.snapshot import encode_snapshot, read_snapshot  # noqa: E402
 from ftmbctl.store import CHUNK_HEADER, FILE_HEADER  # noqa: E402
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "FORCE_COLOR": None, "TTY_COMPATIBLE": None}
@@ -234,7 +242,17 @@ def damage(target: Path, twin: Path | None, rng: random.Random, rehash: bool) ->
         kinds.append("chunk-twice")
     if twin is not None and (twin / name).is_file():
         kinds.append("swap")
+    kinds += ["fifo", "dev-zero"]  # not a regular file: one sentence, never a hang
+    if path.suffix == ".snap" and len(data) >= SNAPSHOT_HEADER.size:
+        kinds += ["bomb", "nonsense"]  # checksum-valid: only the size bounds and the schema can tell
     kind = rng.choice(kinds)
+    if kind in ("fifo", "dev-zero"):
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to("/dev/zero")
+        return Damage(name, kind, f"{name}: {kind}")
     new: bytes | None = data
     pos: int | None = None
     added = 0
@@ -265,6 +283,18 @@ def damage(target: Path, twin: Path | None, rng: random.Random, rehash: bool) ->
         pos, new = len(data), data + data[starts[-1]:]
     elif kind == "delete":
         new = None
+    elif kind in ("bomb", "nonsense"):
+        _magic, _version, flags, run_id, number, boundary, *_rest = SNAPSHOT_HEADER.unpack_from(data)
+        if kind == "nonsense":  # a valid encoding and checksum of a state of the wrong shape
+            state = rng.choice([{"boundary": boundary}, {"boundary": boundary, "shared": "nonsense", "local": []},
+                                {"boundary": boundary, "shared": [[1, 2, 3, 4]], "local": [None]}])
+            new = encode_snapshot(run_id, number, boundary, state, flags=flags)
+        else:  # zeros compress about 255:1: a small file that claims a huge state
+            body = lz4.block.compress(bytes(rng.choice([1 << 20, 64 << 20])), store_size=False)
+            head = SNAPSHOT_HEADER.pack(b"FTMS", SNAPSHOT_VERSION, flags, run_id, number, boundary, len(body),
+                                        len(body) * 255, zlib.crc32(body), 0)
+            new = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4])) + body
+        pos = 0
     else:
         new = (twin / name).read_bytes()
         pos = next((i for i, (a, b) in enumerate(zip(data, new)) if a != b), min(len(data), len(new)))
@@ -322,6 +352,8 @@ def judge_image(image: Image, answer: Answer, hurt: Damage, out: Path) -> tuple[
     if code != 0:
         return "misreported", f"exit {code}"
     name, kind, pos = hurt.file, hurt.kind, hurt.pos
+    if kind in ("fifo", "dev-zero") and name in image.starts:
+        return "wrong", f"recovered although {name} is not a regular file"
     flat = "".join(answer.stdout.split())
     regenerated = "outputmismatches│0" in flat and "divergences│none" in flat
     if not regenerated:
