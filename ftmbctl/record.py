@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import threading
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
 from ftmbctl.pcapio import CutShort, RawPacket, check_capture_file, iter_packets
 from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
+from ftmbctl.signals import handling
 from ftmbctl.trust import source_sha256
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
 from ftmbctl.storage import QueueLog, Storage
@@ -504,18 +504,10 @@ def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None
 
 @contextlib.contextmanager
 def _graceful_signals(recorder: Recorder) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def handler(signum: int, _frame: Any) -> None:
         if recorder.interrupted is not None:
             raise KeyboardInterrupt  # the second signal: stop now
         recorder.interrupted = signal.Signals(signum).name
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling({signal.SIGINT: handler, signal.SIGTERM: handler}):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -16,6 +16,8 @@ import signal
 import threading
 from typing import Callable, Iterator
 
+from ftmbctl.signals import handling
+
 
 class RecoveryTimeout(Exception):
     """A recovery did not finish before its deadline."""
@@ -36,20 +38,20 @@ def deadline(seconds: float | None, threads: Callable[[], list[threading.Thread]
 
     Only the main thread receives signals: elsewhere (or with no ``seconds``) there is no deadline.
     """
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def expire(_signum: int, _frame: object) -> None:
         for thread in threads():
             if thread is not threading.current_thread():
                 _raise_in(thread)
         raise RecoveryTimeout(seconds)
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
+    if not seconds:
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        return
+    with handling({signal.SIGALRM: expire}) as installed:
+        if installed:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            if installed:
+                signal.setitimer(signal.ITIMER_REAL, 0)

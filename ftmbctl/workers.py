@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftmbctl.errors import Interrupted
+from ftmbctl.signals import handling
 
 PARENT_POLL_S = 0.5  # how often a worker looks whether its parent is still there
 STOP_WAIT_S = 5.0  # how long stopping waits for terminated workers to go before killing them
@@ -36,9 +37,6 @@ def interruptible(what: str) -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Interrupted`` inside (once: a second signal while the first is
     being handled is ignored, so the clean-up runs to its end). Outside the main thread, where
     Python cannot install handlers, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
@@ -47,12 +45,8 @@ def interruptible(what: str) -> Iterator[None]:
         fired.append(signum)
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}: {what}", signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling({signal.SIGINT: handler, signal.SIGTERM: handler}):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
