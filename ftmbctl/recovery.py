@@ -277,6 +277,8 @@ class Recovery(Recorder):
         self.sched.sticky = plan.remaining > 0
         plan.on_done = self._replay_done
         self.sched.on_stall = plan.stall
+        self.sched.describe = lambda q: self.contexts[q].where()
+        plan.positions = self.sched.positions
 
     def _replay_done(self) -> None:
         self.sched.sticky = False

@@ -67,6 +67,7 @@ class ReplayPlan:
     remaining: int = 0  # script entries not replayed yet
     on_done: Callable[[], None] | None = None  # called once the scripts are used up (or forcing stops)
     waits: dict[int, tuple[SharedVar, PalRecord]] = field(default_factory=dict)  # queue -> what it waits for
+    positions: Callable[[], list[str]] | None = None  # where every queue is (the scheduler's words)
 
     def __post_init__(self) -> None:
         self.remaining = sum(len(script) for script in self.scripts)
@@ -111,6 +112,8 @@ class ReplayPlan:
             blamed = ReplayDivergence("stall", queue, entry.packet, entry.var, entry.seq, describe_entry(entry),
                                       f"the variable stays at access {var.count}: no queue makes access "
                                       f"{var.count + 1}", in_cut=True)
+        if self.positions is not None:
+            blamed.got += "; " + "; ".join(self.positions())
         self.diverge(blamed, True)
         return True
 
@@ -129,6 +132,23 @@ class ReplayContext(RecordContext):
         self.packet_start = 0  # where the current packet's entries start in the script
         self._started: int | None = None  # the packet packet_start belongs to
         self._wait_until = wait_until
+        self._free_wait: tuple[SharedVar, int] | None = None  # waiting for a variable's end of S
+
+    def where(self) -> str:
+        """This queue's position, and what it waits for if it waits: for a stalled replay's report."""
+        if self.packet is None:
+            return f"queue {self.queue}, before its first packet"
+        at = f"queue {self.queue} at packet {self.packet.id}"
+        waiting = self.plan.waits.get(self.queue)
+        if waiting is not None:
+            var, entry = waiting
+            return (f"{at} waits for access {entry.seq} to variable {entry.var} (the variable is at access "
+                    f"{var.count})")
+        if self._free_wait is not None:
+            var, end = self._free_wait
+            return (f"{at} waits for variable {var.var_id} to reach access {end}, the end of its logged "
+                    f"accesses (it is at access {var.count})")
+        return at
 
     def beyond_cut(self, packet: int) -> PalRecord | NdRecord | None:
         """The first entry past S that ``packet`` (the one just processed) used, or None when
@@ -201,7 +221,10 @@ class ReplayContext(RecordContext):
                               f"access {var.count + 1} to variable {var.var_id} by packet {self.packet.id}", True)
             else:
                 end = plan.var_end.get(var.var_id, 0)
-                self._wait_until(self.queue, lambda: var.count >= end or not plan.forcing)
+                if var.count < end:
+                    self._free_wait = (var, end)
+                    self._wait_until(self.queue, lambda: var.count >= end or not plan.forcing)
+                    self._free_wait = None
         plan.free_accesses += 1
         return super()._access(var, op, a, b)
 

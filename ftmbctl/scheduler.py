@@ -7,9 +7,10 @@ after every packet), ``handoff`` (None, or called after a queue's log is flushed
 
 ``ChaosScheduler`` lets exactly one actor (a worker or io) run at a time. At every scheduling
 point a seeded RNG picks who runs next among the actors that can run, and simulated time moves
-on by a seeded jitter, so one seed gives one interleaving and byte-identical files. Actors are
-still OS threads (each middlebox call must be able to stop in the middle of a packet), but a
-baton of per-actor locks makes the hand-over explicit: nothing runs concurrently.
+on by a seeded jitter, so one seed gives one interleaving and byte-identical files. Each worker
+is a greenlet (a coroutine with its own stack, so a middlebox call can stop in the middle of a
+packet) on the caller's thread, which is io: a hand-over is a stack switch of well under a
+microsecond, where handing a baton between OS threads cost a kernel wake-up of 50-160 µs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import threading
 import time
 from collections import deque
 from typing import Any, Callable
+
+import greenlet
 
 from ftmbctl.hashing import hash64
 
@@ -148,15 +151,15 @@ class ChaosScheduler:
 
     def __init__(self, queues: int, seed: int, sticky: bool = False) -> None:
         # sticky: an actor keeps the baton until it must wait. Any order of free accesses is a
-        # correct recovery, and this one switches threads least: recovery uses it.
+        # correct recovery, and this one switches least: recovery uses it.
         self.sticky = sticky
         self.queues = queues
-        self.io = queues  # actor number of the io/master thread
+        self.io = queues  # actor number of io: the greenlet that called start()
         self.seed = seed
         self.rng = random.Random(seed)
-        self.gates = [threading.Lock() for _ in range(queues + 1)]
-        for gate in self.gates:
-            gate.acquire()
+        self.draw = self.rng.random  # random() is several times cheaper than randrange(), and as seeded
+        self._ready: list[int] | None = None  # the candidates while no condition decides them (point)
+        self.actors: list[greenlet.greenlet | None] = [None] * (queues + 1)
         self.inboxes: list[deque[Any]] = [deque() for _ in range(queues)]
         self.parked = [True] * queues
         self.waiting: list[Callable[[], bool] | None] = [None] * queues
@@ -167,8 +170,9 @@ class ChaosScheduler:
         self.error: BaseException | None = None
         self.aborted = False
         self.now = 0
-        self.threads: list[threading.Thread] = []
+        self.threads: list[threading.Thread] = []  # none: every actor runs on the caller's thread
         self.on_stall: Callable[[], bool] | None = None  # recovery: give up forcing the order
+        self.describe: Callable[[int], str] | None = None  # recovery: where a queue is, what it waits for
         self.reseed(0)
 
     def now_ns(self) -> int:
@@ -203,7 +207,7 @@ class ChaosScheduler:
         return waiting is None or waiting()
 
     def _pick(self, me: int, include_me: bool) -> int:
-        draw = self.rng.random  # random() is several times cheaper than randrange(), and as seeded
+        draw = self.draw
         self.now += 200 + int(draw() * 1800)
         # _runnable inlined over the workers (this runs at every shared access), then io; the
         # candidates stay in actor order, so the seeded choice is the same as through _runnable
@@ -225,52 +229,77 @@ class ChaosScheduler:
         io = self.io
         if (io == me and include_me) or (io != me and (self.io_wait is None or self.io_wait())):
             choices.append(io)
+        if include_me and choices and self.io_wait is None and not any(waiting):  # no condition decided it
+            self._ready = choices
         if not choices:
             # A replay whose middlebox skipped a logged access leaves its waiters waiting forever:
             # on_stall names the access and stops forcing the order, which lets them run again.
             if self.on_stall is not None and self.on_stall():
                 return self._pick(me, include_me)
-            raise ReplayStalled("no queue can run: the replay waits for an access no queue makes")
+            raise ReplayStalled(self._stalled())
         return choices[int(draw() * len(choices))]
 
-    def _switch(self, me: int, nxt: int) -> None:
-        self.gates[nxt].release()
-        self.gates[me].acquire()
-        if self.aborted and me != self.io:
-            raise _Abort()
+    def _stalled(self) -> str:
+        return "no queue can run: " + "; ".join(self.positions())
+
+    def positions(self) -> list[str]:
+        """Where each queue is, in words: a stalled replay is reported with these."""
+        parts = []
+        for q in range(self.queues):
+            where = self.describe(q) if self.describe is not None else f"queue {q}"
+            if self.done[q]:
+                where += " has ended"
+            elif self.parked[q]:
+                where += " has no input left"
+            parts.append(where)
+        return parts
 
     def point(self, me: int) -> None:
+        """A scheduling point of a running actor: the seeded choice of who runs next, ``me`` included.
+
+        Between changes of who can run at all (a dispatch, a worker parking or ending, a condition
+        set or cleared) the candidates are the same list at every point, so it is kept rather than
+        rebuilt: this runs at every shared access. The draws and the list are those of ``_pick``.
+        """
         if self.sticky:
             return
-        nxt = self._pick(me, True)
+        ready = self._ready
+        if ready is None:
+            nxt = self._pick(me, True)
+        else:
+            draw = self.draw
+            self.now += 200 + int(draw() * 1800)
+            nxt = ready[int(draw() * len(ready))]
         if nxt != me:
-            self._switch(me, nxt)
+            self.actors[nxt].switch()
 
     def wait_until(self, me: int, condition: Callable[[], bool]) -> None:
         """Let others run until ``condition()`` holds (a worker waiting for its turn on a variable)."""
         if condition():
             return
         self.waiting[me] = condition
+        self._ready = None
         self._block(me)
         self.waiting[me] = None
+        self._ready = None
 
     def _block(self, me: int) -> None:
-        self._switch(me, self._pick(me, False))
+        self.actors[self._pick(me, False)].switch()
 
     # ---- workers ----
+    # Each queue is a greenlet on the caller's thread: a hand-over is a switch of stacks, with no
+    # lock, no kernel wake-up and no GIL hand-over in between. A worker's greenlet starts the first
+    # time the baton reaches it (its parent is io, where an uncaught end would return to).
     def start(self, process: Process, on_idle: OnIdle) -> None:
+        io = greenlet.getcurrent()
+        self.actors[self.io] = io
         self.alive = self.queues
         for q in range(self.queues):
-            thread = threading.Thread(target=self._run, args=(q, process, on_idle), name=f"chaos-{q}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self.actors[q] = greenlet.greenlet(functools.partial(self._run, q, process, on_idle), parent=io)
 
-    def _run(self, q: int, process: Process, on_idle: OnIdle) -> None:
+    def _run(self, q: int, process: Process, on_idle: OnIdle, *_sent: Any) -> None:
         inbox = self.inboxes[q]
         try:
-            self.gates[q].acquire()
-            if self.aborted:
-                return
             while True:
                 self.parked[q] = False
                 if inbox:
@@ -281,20 +310,32 @@ class ChaosScheduler:
                 if self.stopping:
                     self.done[q] = True
                     self.alive -= 1
-                    self.gates[self._pick(q, False)].release()
+                    self._ready = None
+                    # ending returns to the parent: make that the next actor
+                    greenlet.getcurrent().parent = self.actors[self._pick(q, False)]
                     return
                 on_idle(q)
                 self.parked[q] = True
+                self._ready = None
                 self._block(q)
-        except _Abort:
+        except (_Abort, greenlet.GreenletExit):
             return
-        except BaseException as exc:  # a middlebox bug: hand the baton to io, which reports it
+        except Exception as exc:  # a middlebox bug: hand the baton to io, which reports it
             if self.aborted:  # the run was given up (a recovery past its deadline): no one waits for it
                 return
             self.error = exc
             self.done[q] = True
             self.alive -= 1
-            self.gates[self.io].release()
+            self._ready = None
+            greenlet.getcurrent().parent = self.actors[self.io]
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: io raises them as they are
+            if self.aborted:
+                return
+            self.error = exc
+            self.done[q] = True
+            self.alive -= 1
+            self._ready = None
+            greenlet.getcurrent().parent = self.actors[self.io]
 
     # ---- io ----
     def io_point(self) -> None:
@@ -303,13 +344,16 @@ class ChaosScheduler:
 
     def _io_wait_until(self, predicate: Callable[[], bool]) -> None:
         self.io_wait = lambda: predicate() or self.error is not None
+        self._ready = None
         while not self.io_wait():
             self._block(self.io)
         self.io_wait = None
+        self._ready = None
         self._check()
 
     def dispatch(self, q: int, items: list[Any]) -> None:
         self.inboxes[q].extend(items)
+        self._ready = None
 
     def drain(self) -> None:
         self._io_wait_until(lambda: all(self.parked) and not any(self.inboxes))
@@ -317,20 +361,32 @@ class ChaosScheduler:
     def stop(self) -> None:
         self.drain()
         self.stopping = True
+        self._ready = None
         self._io_wait_until(lambda: self.alive == 0)
 
     def abort(self) -> None:
-        """Let every parked worker end; called by io, which holds the baton."""
-        if not self.aborted:
-            self.aborted = True
-            for q in range(self.queues):
-                if not self.done[q]:
-                    self.gates[q].release()
+        """End every worker where it stands; called by io, which holds the baton."""
+        if self.aborted:
+            return
+        self.aborted = True
+        self._ready = None
+        me = greenlet.getcurrent()
+        for q, actor in enumerate(self.actors[:self.queues]):
+            if actor is None or actor.dead or actor is me:
+                continue
+            if not actor:  # never started: nothing of it runs
+                self.actors[q] = None
+                continue
+            actor.parent = me
+            actor.throw(_Abort())
 
     def _check(self) -> None:
-        if self.error is not None:
+        error = self.error
+        if error is not None:
             self.abort()
-            raise _WorkerFailed() from self.error
+            if isinstance(error, ReplayStalled) or not isinstance(error, Exception):
+                raise error  # the schedule's own failure, or an interrupt: not the middlebox's doing
+            raise _WorkerFailed() from error
 
 
 class _Abort(BaseException):

@@ -1,11 +1,13 @@
 """A deadline for one recovery: a middlebox that never returns must not hang a sweep (DESIGN §7).
 
-A recovery runs its queues as threads of the process that checks the crash point; its main
-thread is the Input Logger. When the deadline passes, SIGALRM interrupts the main thread
-wherever it waits, and every other thread the recovery names gets ``RecoveryTimeout`` raised
-at its next bytecode (CPython's ``PyThreadState_SetAsyncExc``), so a middlebox stuck in a
-Python loop ends with its thread and the process goes on with the next crash point. A thread
-blocked in C (a ``time.sleep`` of an hour) ends when that call returns.
+A recovery runs its queues as greenlets on the main thread of the process that checks the crash
+point (scheduler.py); the greenlet that set the deadline is the Input Logger. When the deadline
+passes, SIGALRM interrupts whichever greenlet runs: ``RecoveryTimeout`` is raised in the one that
+set the deadline, switching to it if a queue's middlebox call was running (that queue stays
+where it was until the recovery is aborted). Queues that are OS threads (named by ``threads``)
+get ``RecoveryTimeout`` raised at their next bytecode (CPython's ``PyThreadState_SetAsyncExc``).
+Either way a middlebox stuck in a Python loop ends and the process goes on with the next crash
+point. A call blocked in C (a ``time.sleep`` of an hour) ends when that call returns.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import ctypes
 import signal
 import threading
 from typing import Callable, Iterator
+
+import greenlet
 
 from ftmbctl.signals import handling
 
@@ -38,10 +42,14 @@ def deadline(seconds: float | None, threads: Callable[[], list[threading.Thread]
 
     Only the main thread receives signals: elsewhere (or with no ``seconds``) there is no deadline.
     """
+    owner = greenlet.getcurrent()
+
     def expire(_signum: int, _frame: object) -> None:
         for thread in threads():
             if thread is not threading.current_thread():
                 _raise_in(thread)
+        if greenlet.getcurrent() is not owner:  # a queue's greenlet was running: end the wait in io
+            owner.throw(RecoveryTimeout(seconds))
         raise RecoveryTimeout(seconds)
 
     if not seconds:
