@@ -1,6 +1,7 @@
 """The benchmark suite: every metric of ftmbctl/bench.py on one trace, as a table or JSON.
 
-Measures record overhead against the vanilla middlebox, record throughput against a bare dpkt
+Measures record overhead against the vanilla middlebox under both schedulers, the engine's own
+cost (a vanilla record under chaos against a direct run of the middlebox), record throughput against a bare dpkt
 parse loop, release delay with and without replay, replay against record throughput, recovery
 time on a 10x longer trace, stored bytes per PAL, verify sweep rate and peak memory, and prints
 each beside its target. A missed target is a number, not a failure: the exit code is 0 unless a

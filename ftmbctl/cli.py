@@ -491,8 +491,9 @@ def bench(
 ) -> None:
     """Measure what FTMB costs and how recovery scales, each metric beside its target.
 
-    record_overhead, record_vs_parse, release_delay, replay_vs_record, recovery_scaling, pal_bytes,
-    sweep_rate, peak_rss_ratio. A missed target is a number, not an error: exit 0 unless a
+    record_overhead (under --scheduler), record_overhead_threads, engine_vs_direct (the direct run
+    against the vanilla record under chaos), record_vs_parse, release_delay, replay_vs_record,
+    recovery_scaling, pal_bytes, sweep_rate, peak_rss_ratio. A missed target is a number, not an error: exit 0 unless a
     measurement could not be made. The same suite as `python benchmarks/run.py`.
     """
     import json
