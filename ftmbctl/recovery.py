@@ -192,6 +192,9 @@ class Recovery(Recorder):
         self.arrivals = arrivals
         self.compare_with = compare_with
         self.reference_states: dict[int, dict[str, Any]] = {}  # failure-free snapshots read so far
+        # failure-free queue records between two positions, read so far (crash points between the
+        # same two snapshots follow the same ones): never changed once read
+        self.reference_logs: dict[tuple[Any, ...], list[Any]] = {}
         self.durable_writes = False  # a recovered run is scratch: no fsync, no file hashes
         self.threads_run = man.get("scheduler") == "threads"
         for live in self.live:
@@ -288,21 +291,30 @@ class Recovery(Recorder):
         each queue's script becomes its part of S (from the image) followed by the failure-free
         run's records up to the snapshot where state is compared (or the end of its log)."""
         assert self.compare_with is not None
-        ref, res = self.compare_with, self.res
+        res = self.res
         target = self._comparison_snapshot()
         end = [None] * self.cfg.queues if target is None else target[1]["queue_bytes"]
         scripts = []
         for q, (records, n) in enumerate(zip(self.logs, res.cut)):
-            log = ref.log(f"pal-{q}.log")
-            following: list[Any] = []
-            decode = QueueDecoder()
-            for chunk in log.chunks(*self.queue_at[q]):
-                if end[q] is not None and chunk.offset >= end[q]:
-                    break
-                following.extend(log.decode(chunk, decode))
+            key = (q, *self.queue_at[q], end[q])
+            following = self.reference_logs.get(key)
+            if following is None:
+                following = self.reference_logs.setdefault(key, self._reference_queue(q, end[q]))
             scripts.append(records[:n] + following[n:])
         self._follow(ReplayPlan(scripts, self.plan.var_end, cut=list(res.cut),
                                 strict_until=target[0] if target is not None else 1 << 62))
+
+    def _reference_queue(self, q: int, end: int | None) -> list[Any]:
+        """Queue q's records in the failure-free run, from the restored snapshot's position up to
+        ``end`` (a byte offset; None: the end of the log)."""
+        log = self.compare_with.log(f"pal-{q}.log")
+        records: list[Any] = []
+        decode = QueueDecoder()
+        for chunk in log.chunks(*self.queue_at[q]):
+            if end is not None and chunk.offset >= end:
+                break
+            records.extend(log.decode(chunk, decode))
+        return records
 
     def _comparison_snapshot(self) -> tuple[int, dict[str, Any]] | None:
         """(boundary, state) of the failure-free snapshot where this check compares state: the

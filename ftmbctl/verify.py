@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl.causes import describe, likely_causes
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
-from ftmbctl.errors import (MAX_POINT_TIMEOUT, SEED_MAX, DamagedRun, FtmbError, MiddleboxError, UsageError,
+from ftmbctl.errors import (MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, DamagedRun, FtmbError, MiddleboxError, UsageError,
                             check_range, writes_to)
 from ftmbctl.hashing import hash64
 from ftmbctl.locking import exclusive
@@ -151,6 +151,7 @@ def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float |
     _WORKER.update(run=run, events=run.events(), keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
                    scheduler=run.manifest.get("scheduler", "chaos"), states=BoundedCache(SNAPSHOT_CACHE), timeout=timeout,
+                   logs=BoundedCache(SNAPSHOT_CACHE * MAX_QUEUES),
                    middlebox=middlebox,
                    hash_seeds_differ=record_hash_seed(run.manifest) != os.environ.get("PYTHONHASHSEED"))
 
@@ -202,6 +203,7 @@ def _recover_and_check(point: CrashPoint, chain: bool,
     recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run, middlebox=w["middlebox"])
     made.append(recovery)
     recovery.reference_states = w["states"]  # failure-free snapshots: the last few decoded, kept per process
+    recovery.reference_logs = w["logs"]  # and the failure-free queue records that follow them
     recovery.scratch = w["keep"] is None
     res = recovery.recover()
     return check_point(res, out, w["names"], chain, _evidence(w, res)), _summary(res)
