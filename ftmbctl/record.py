@@ -330,7 +330,8 @@ class Recorder:
     def _run(self) -> RecordResult:
         cfg = self.cfg
         started = time.perf_counter()
-        trace_sha = self.trace_sha or trace_sha256(cfg.trace)
+        # the vanilla baseline writes no run: it needs no identity, and hashing the trace is no part of it
+        trace_sha = self.trace_sha or (trace_sha256(cfg.trace) if self.instrumented else "")
         seed_text = trace_sha if self.sched.deterministic else os.urandom(16).hex()
         # Same trace, options and seed under chaos: same run id, so the run directory is byte-identical.
         identity = (seed_text, cfg.middlebox, sorted(cfg.mb_opts), cfg.queues, cfg.snapshot_every,

@@ -339,8 +339,19 @@ class ChaosScheduler:
 
     # ---- io ----
     def io_point(self) -> None:
-        self.point(self.io)
-        self._check()
+        """io's scheduling point after each input packet: ``point(io)``, inlined (one per packet)."""
+        if not self.sticky:
+            ready = self._ready
+            if ready is None:
+                nxt = self._pick(self.io, True)
+            else:
+                draw = self.draw
+                self.now += 200 + int(draw() * 1800)
+                nxt = ready[int(draw() * len(ready))]
+            if nxt != self.io:
+                self.actors[nxt].switch()
+        if self.error is not None:
+            self._check()
 
     def _io_wait_until(self, predicate: Callable[[], bool]) -> None:
         self.io_wait = lambda: predicate() or self.error is not None
