@@ -225,6 +225,46 @@ def middleboxes() -> None:
 
 @app.command()
 @handles_errors
+def lint(
+    middlebox: Optional[list[str]] = typer.Argument(
+        None, metavar="MIDDLEBOX",
+        help="Built-in name, package.module:Class or path/to/file.py:Class (as for record --middlebox)."),
+    all_builtins: bool = typer.Option(False, "--all-builtins", help="Check every built-in middlebox too."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: clean, findings (file, line, col, "
+                                                        "code, rule, message, fix), silenced, unused_silences."),
+) -> None:
+    """Check a middlebox's source for what a replay cannot reproduce, before recording it.
+
+    Reads the class, its bases and the functions they call in their own modules (with Python's
+    ast: nothing runs but the import) and prints one line per finding, FILE:LINE:COL: CODE
+    message; fix. At packet time: the wall clock, timers, random, os.urandom, the environment,
+    files and sockets; state changed on self, at module level, in threading.local or a cache;
+    ctx.clock() or another access inside a ctx.update or ctx.apply function; shared values
+    touched behind ctx or changed in place. Anywhere, setup included: hash(), id() and the order
+    of a set. Silence a finding on its line with `# ftmb: ignore[CODE] reason`; a code that
+    silences nothing is a finding too (FTMB900). Exit codes: 0 clean, 1 findings, 2 usage error,
+    3 a middlebox that cannot be imported or read, or is not a Middlebox subclass.
+    """
+    from ftmbctl import render
+    from ftmbctl.errors import UsageError
+    from ftmbctl.lint import lint_specs
+    from ftmbctl.middlebox import BUILTINS
+
+    specs = list(middlebox or []) + (sorted(BUILTINS) if all_builtins else [])
+    if not specs:
+        raise UsageError("name a middlebox to check (a built-in name, package.module:Class or "
+                         "path/to/file.py:Class), or pass --all-builtins")
+    report = lint_specs(list(dict.fromkeys(specs)))
+    if json_out:
+        render.print_json(report.to_dict())
+    else:
+        render.print_lint(report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to write the demo run (replaced if it exists)."),
     trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use.",
@@ -493,8 +533,8 @@ def bench(
 
     record_overhead (under --scheduler), record_overhead_threads, engine_vs_direct (the direct run
     against the vanilla record under chaos), record_vs_parse, release_delay, replay_vs_record,
-    recovery_scaling, pal_bytes, sweep_rate, peak_rss_ratio. A missed target is a number, not an error: exit 0 unless a
-    measurement could not be made. The same suite as `python benchmarks/run.py`.
+    recovery_scaling, pal_bytes, sweep_rate, peak_rss_ratio. A missed target is a number, not an
+    error: exit 0 unless a measurement could not be made. The same suite as `python benchmarks/run.py`.
     """
     import json
     import shlex

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
@@ -322,3 +323,27 @@ def print_bench(result: dict[str, Any]) -> None:
     say(f"machine: {machine_line(result['machine'])}")
     say(f"command: {result['command']}")
     say(f"took {result['seconds']:.1f} s")
+
+
+def print_lint(report: Any) -> None:
+    """One line per finding in compiler form (paths relative to the current directory when they
+    are under it) on stdout, and a count on stderr."""
+    for finding in report.findings:
+        say(finding.compiler_line(_relative(finding.file)))
+    checked = _counted(len(report.targets), "middlebox", "middleboxes")
+    silenced = f", {len(report.silenced)} silenced" if report.silenced else ""
+    if report.clean:
+        note(f"lint: clean: {checked}, {_counted(report.functions, 'function', 'functions')} checked{silenced}")
+    else:
+        note(f"lint: {_counted(len(report.findings), 'finding', 'findings')} in {checked}{silenced}")
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
