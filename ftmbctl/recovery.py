@@ -21,6 +21,7 @@ outside world: the packets that arrive again, and the failure-free run to compar
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -79,6 +80,10 @@ class RecoveryResult:
     mode: str = "ftmb"
     lost_inputs: int = 0
     uncovered_outputs: list[list[int]] = field(default_factory=list)  # released, but no snapshot covers them
+    # where a recovery's time goes (make_recovery, Recovery._process): the set-up, the snapshot
+    # loaded, the logs read and S computed; then until every durable input has been processed
+    restore_seconds: float = 0.0
+    replay_seconds: float = 0.0
 
 
 def latest_snapshot(image: RunDir, warnings: list[str]) -> Snapshot | None:
@@ -450,9 +455,17 @@ class Recovery(Recorder):
         return MiddleboxError(f"recovery of middlebox {self.mb.name!r} failed: {type(cause).__name__}: {cause}",
                               exception=f"{type(cause).__name__}: {cause}")
 
+    def _process(self, q: int, pkt: Packet) -> None:
+        super()._process(q, pkt)
+        if pkt.id < self.res.durable_inputs:  # the replay ends with the last durable input processed
+            self.replay_left -= 1
+            if not self.replay_left:
+                self.res.replay_seconds = time.perf_counter() - self.replay_started
+
     def recover(self) -> RecoveryResult:
         if self.compare_with is not None:
             self._follow_reference()
+        self.replay_started, self.replay_left = time.perf_counter(), len(self.durable)
         try:
             result = self.run()
         except ReplayStalled as exc:
@@ -509,10 +522,14 @@ def arrivals_from_trace(trace: Path) -> Arrivals:
 def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
                   middlebox: str | None = None) -> Any:
     """The recovery the image's mode calls for: replay (FTMB) or restore only (No-Replay)."""
+    started = time.perf_counter()
     if image.manifest.get("mode") == "no-replay":
         from ftmbctl.noreplay import NoReplayRecovery
-        return NoReplayRecovery(image, arrivals, out, compare_with, middlebox)
-    return Recovery(image, arrivals, out, compare_with, middlebox)
+        recovery: Any = NoReplayRecovery(image, arrivals, out, compare_with, middlebox)
+    else:
+        recovery = Recovery(image, arrivals, out, compare_with, middlebox)
+    recovery.res.restore_seconds = time.perf_counter() - started
+    return recovery
 
 
 def recover(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,

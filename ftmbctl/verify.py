@@ -258,7 +258,8 @@ def _summary(res: RecoveryResult) -> dict[str, Any]:
             "inputs_processed": res.inputs_processed, "compared_at": res.compared_at,
             "output_differences": res.output_differences_total,
             "state_equal": res.state_equal, "torn_bytes": {k: v for k, v in res.torn_bytes.items() if v},
-            "warnings": res.warnings, "mode": res.mode, "lost_inputs": res.lost_inputs}
+            "warnings": res.warnings, "mode": res.mode, "lost_inputs": res.lost_inputs,
+            "restore_seconds": round(res.restore_seconds, 4), "replay_seconds": round(res.replay_seconds, 4)}
 
 
 def _var(names: dict[int, str], var: int | None) -> str:
