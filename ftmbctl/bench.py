@@ -39,8 +39,9 @@ from ftmbctl.verify import SweepConfig, sweep, usable_cpus
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_TRACE = ROOT / "traces" / "mixed.pcap"
 MAKE_TRACE = ROOT / "traces" / "make_trace.py"
-METRICS = ("record_overhead", "record_overhead_threads", "engine_vs_direct", "record_vs_parse", "release_delay",
-           "replay_vs_record", "recovery_scaling", "pal_bytes", "sweep_rate", "peak_rss_ratio")
+METRICS = ("record_overhead", "record_overhead_threads", "guard_overhead", "engine_vs_direct", "record_vs_parse",
+           "release_delay", "replay_vs_record", "recovery_scaling", "pal_bytes", "sweep_rate", "peak_rss_ratio")
+GUARD_TARGET = 1.05  # FTMB record with the runtime guard on (record's default) / with it off
 OVERHEAD_TARGET = {"chaos": 1.15, "threads": 1.5}  # FTMB record time / vanilla record time, per scheduler
 ENGINE_TARGET = 0.7  # direct run time / vanilla chaos record time
 SWEEP_TARGET = 60  # crash points per second
@@ -199,9 +200,11 @@ class Bench:
 
     def record_config(self, trace: Path, out: Path, **changes: Any) -> RecordConfig:
         cfg = self.cfg
+        # lint reads the source once before a record: a fixed cost, no part of recording (the
+        # runtime guard, on by default, is measured: guard_overhead)
         fields = dict(trace=trace, out=out, middlebox=cfg.middlebox, queues=cfg.queues,
                       snapshot_every=cfg.snapshot_every, flush_every=cfg.flush_every, scheduler=cfg.scheduler,
-                      seed=cfg.seed, force=True)
+                      seed=cfg.seed, force=True, lint=False)
         return RecordConfig(**{**fields, **changes})
 
     def record_times(self, scheduler: str | None = None) -> dict[str, Any]:
@@ -342,6 +345,24 @@ def record_overhead(b: Bench) -> dict[str, Any]:
 
 def record_overhead_threads(b: Bench) -> dict[str, Any]:
     return overhead(b, "threads")
+
+
+def guard_overhead(b: Bench) -> dict[str, Any]:
+    """What the runtime guard costs a record: FTMB records with it on (the default) and off,
+    interleaved pairs under the configured scheduler, the first dropped."""
+    times: dict[str, list[float]] = {"warn": [], "off": []}
+    for i in range(b.cfg.repeat + 1):
+        b.say(f"guard_overhead: pair {i + 1} of {b.cfg.repeat + 1}{' (warm-up)' if i == 0 else ''}")
+        for mode in ("warn", "off"):
+            seconds = timed_record(b.record_config(b.cfg.trace, b.tmp / f"guard-{mode}", guard=mode))
+            if i:
+                times[mode].append(seconds)
+    value = ratio(median(times["warn"]), median(times["off"]))
+    detail = (f"guard on {median(times['warn']):.3f} s, off {median(times['off']):.3f} s, median of "
+              f"{b.cfg.repeat} interleaved pairs, {b.cfg.scheduler} scheduler")
+    raw = {"on_s": [round(t, 4) for t in times["warn"]], "off_s": [round(t, 4) for t in times["off"]],
+           "on_median_s": median(times["warn"]), "off_median_s": median(times["off"])}
+    return metric(value, "x", f"<= {GUARD_TARGET}", value <= GUARD_TARGET, detail, raw)
 
 
 def direct_seconds(b: Bench) -> float:
@@ -558,6 +579,7 @@ def peak_rss_ratio(b: Bench) -> dict[str, Any]:
 
 MEASURE: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "record_overhead": record_overhead, "record_overhead_threads": record_overhead_threads,
+    "guard_overhead": guard_overhead,
     "engine_vs_direct": engine_vs_direct, "record_vs_parse": record_vs_parse, "release_delay": release_delay,
     "replay_vs_record": replay_vs_record, "recovery_scaling": recovery_scaling, "pal_bytes": pal_bytes,
     "sweep_rate": sweep_rate, "peak_rss_ratio": peak_rss_ratio,

@@ -124,3 +124,44 @@ def describe(codes: list[str]) -> str:
     if not known:
         return ""
     return f"likely: {', or '.join(c.what for c in known)}; fix: {known[0].fix}"
+
+
+SUSPECTS = 3  # source lines named per violation
+
+
+def source_findings(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """What lint (before the record) and the runtime guard (during it) found in the middlebox's
+    source, from the run's manifest, each with the cause code verify would give the same bug."""
+    from ftmbctl.lint.rules import RULES as LINT_RULES
+
+    found = []
+    for source in ("lint", "guard"):
+        for finding in (manifest.get(source) or {}).get("findings") or []:
+            rule = LINT_RULES.get(finding.get("code"))
+            if rule is not None and rule.cause is not None and finding.get("file") and finding.get("line"):
+                found.append({"source": source, "file": finding["file"], "line": finding["line"],
+                              "code": finding["code"], "message": finding.get("message", ""), "cause": rule.cause})
+    return found
+
+
+def suspects(codes: list[str], findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The source findings behind a violation's likely causes, best cause first: "probably this
+    line". A place lint and the guard both name is given once (lint's, which has the column)."""
+    picked: list[dict[str, Any]] = []
+    seen = set()
+    for code in codes:
+        for finding in findings:
+            key = (finding["file"], finding["line"], finding["code"])
+            if finding["cause"] == code and key not in seen:
+                seen.add(key)
+                picked.append(finding)
+                if len(picked) == SUSPECTS:
+                    return picked
+    return picked
+
+
+def describe_suspects(found: list[dict[str, Any]]) -> str:
+    """"probably file:line (CODE), or file:line (CODE)" ("" for none)."""
+    if not found:
+        return ""
+    return "probably " + ", or ".join(f"{f['file']}:{f['line']} ({f['code']})" for f in found)

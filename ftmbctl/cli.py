@@ -50,6 +50,12 @@ class Mode(str, Enum):
     no_replay = "no-replay"
 
 
+class GuardMode(str, Enum):
+    warn = "warn"
+    error = "error"
+    off = "off"
+
+
 def _fail(message: str, code: int) -> None:
     from ftmbctl import render
 
@@ -118,6 +124,10 @@ def record(
     strict: bool = typer.Option(False, "--strict", help="Refuse a capture cut short inside its last packet (what "
                                                         "a killed tcpdump leaves) instead of recording the "
                                                         "complete packets before the cut."),
+    guard: GuardMode = typer.Option(GuardMode.warn, "--guard",
+                                    help="Watch the middlebox while it runs for calls a replay cannot reproduce "
+                                         "(wall clock, random, os.urandom, uuid, the environment): warn names "
+                                         "each place once; error stops the record (exit 1); off."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run TRACE through an instrumented middlebox and write a run directory.
@@ -126,6 +136,9 @@ def record(
     released, with dependency vectors), snapshots, the timeline of durability events and the
     failure-free reference state. With --mode no-replay the PAL logs stay empty and recovery
     restores the latest snapshot only: inputs after it are lost, like packets dropped.
+
+    The middlebox's source is checked first (as by `ftmbctl lint`): findings are printed and kept
+    in the manifest, where verify shows them beside the crash points they probably explain.
     """
     from ftmbctl import render
     from ftmbctl.record import RecordConfig
@@ -133,13 +146,14 @@ def record(
 
     cfg = RecordConfig(trace=trace, out=out, middlebox=middlebox, mb_opts=list(mb_opt), queues=queues,
                        snapshot_every=snapshot_every, flush_every=flush_every, scheduler=scheduler.value,
-                       seed=seed, mode=mode.value, force=force, strict=strict)
+                       seed=seed, mode=mode.value, force=force, strict=strict, guard=guard.value)
     render.note(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}"
                 + (", no-replay mode" if mode is Mode.no_replay else ""))
     with render.progress_bar("record") as update:
-        result = do_record(cfg, update)
+        result = do_record(cfg, update, on_lint=render.print_record_lint)
     if result.cut_short is not None:
         render.note(f"warning: {result.cut_short.sentence('recorded')}")
+    render.print_guard_findings(result.guard)
     summary = render.record_summary(result, scheduler.value)
     if json_out:
         render.print_json(summary)
@@ -531,7 +545,8 @@ def bench(
 ) -> None:
     """Measure what FTMB costs and how recovery scales, each metric beside its target.
 
-    record_overhead (under --scheduler), record_overhead_threads, engine_vs_direct (the direct run
+    record_overhead (under --scheduler), record_overhead_threads, guard_overhead (record's runtime
+    guard on against off), engine_vs_direct (the direct run
     against the vanilla record under chaos), record_vs_parse, release_delay, replay_vs_record,
     recovery_scaling, pal_bytes, sweep_rate, peak_rss_ratio. A missed target is a number, not an
     error: exit 0 unless a measurement could not be made. The same suite as `python benchmarks/run.py`.

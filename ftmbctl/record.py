@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
-from ftmbctl.errors import (MAX_QUEUES, SEED_MAX, U32_MAX, BadInput, FtmbError, MachineError, UsageError,
-                            check_range)
+from ftmbctl.errors import (MAX_QUEUES, SEED_MAX, U32_MAX, BadInput, FtmbError, MachineError, MiddleboxError,
+                            UsageError, check_range)
 from ftmbctl.flowhash import flow_queue
 from ftmbctl.hashing import file_sha256, hash64
 from ftmbctl.locking import exclusive
@@ -34,6 +34,10 @@ from ftmbctl.scheduler import WorkerFailed, make_scheduler
 from ftmbctl.shared import SharedState, SharedVar
 from ftmbctl.signals import handling
 from ftmbctl.trust import source_sha256
+from ftmbctl.lint import lint_class
+from ftmbctl.guard import MODES as GUARD_MODES
+from ftmbctl.guard import Guard, guarding
+from ftmbctl.guard import sentence as guard_sentence
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
 from ftmbctl.storage import QueueLog, Storage
 
@@ -57,6 +61,8 @@ class RecordConfig:
     mode: str = "ftmb"  # "ftmb", "no-replay" (snapshots only, DESIGN §8) or "vanilla" (nothing written)
     force: bool = False
     strict: bool = False  # refuse a trace cut short in its last packet instead of recording the packets before
+    guard: str = "warn"  # the runtime guard (guard.py): "warn", "error" or "off"
+    lint: bool = True  # lint the middlebox's source first and keep the findings in the manifest
 
     def validate(self) -> None:
         check_range("--queues", self.queues, 1, MAX_QUEUES)
@@ -68,6 +74,8 @@ class RecordConfig:
             raise UsageError(f"--scheduler must be threads or chaos, got {self.scheduler!r}")
         if self.mode not in MODES:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.guard not in GUARD_MODES:
+            raise UsageError(f"--guard must be one of {', '.join(GUARD_MODES)}, got {self.guard!r}")
 
 
 @dataclass
@@ -87,6 +95,8 @@ class RecordResult:
     interrupted: str | None = None  # "SIGINT after N packets" when a signal ended the record early
     run_id: str = ""
     cut_short: CutShort | None = None  # the trace ended inside its last packet: the packets before it were recorded
+    lint: dict[str, Any] | None = None  # what `ftmbctl lint` says of the middlebox (None: not linted)
+    guard: list[dict[str, Any]] = field(default_factory=list)  # the runtime guard's findings
 
 
 class MiddleboxFailed(Exception):
@@ -214,6 +224,8 @@ class Recorder:
         self.storage: Storage | None = None
         self.contexts: list[Context] = []
         self.result = RecordResult(run_dir=cfg.out if self.instrumented else None, seed=cfg.seed)
+        # the vanilla baseline is the middlebox alone: nothing watches it
+        self.guard = Guard(cfg.guard, type(middlebox)) if cfg.guard != "off" and self.instrumented else None
         self.outputs = [0] * cfg.queues  # per queue: each worker counts only its own
         self.dropped = [0] * cfg.queues
         # Where this run starts: packet 0 with a fresh state for a record; a snapshot's boundary
@@ -238,6 +250,8 @@ class Recorder:
         ctx.outputs = []
         try:
             self.mb.process(ctx, pkt)
+            if self.guard is not None and self.guard.tripped is not None:
+                self.guard.check()  # --guard error, and the middlebox swallowed the exception
         except MachineError:  # the disk refused a log write made during the call: not the middlebox's doing
             raise
         except Exception as exc:  # a middlebox bug: remember which packet, the scheduler stops the run
@@ -352,10 +366,11 @@ class Recorder:
         self._reseed(self.start_number)
         sched.start(self._process, self._on_idle)
         try:
-            count = self._ingest()
-            if self.no_replay and not self.stop_requested:
-                self._cover_tail(self.start_boundary + count)
-            sched.stop()
+            with guarding(self.guard):
+                count = self._ingest()
+                if self.no_replay and not self.stop_requested:
+                    self._cover_tail(self.start_boundary + count)
+                sched.stop()
         except WorkerFailed as failed:
             if isinstance(failed.__cause__, MachineError):  # a worker's log write failed: run() cleans up
                 raise failed.__cause__ from None
@@ -371,6 +386,9 @@ class Recorder:
         self.result.packets_in = count
         self.result.packets_out = sum(self.outputs)
         self.result.dropped = sum(self.dropped)
+        if self.guard is not None:
+            self.result.guard = self.guard.findings
+            self.manifest_extra["guard"] = {"mode": self.guard.mode, "findings": self.guard.findings}
         if self.storage is not None:
             self.storage.finish(sync=self.durable_writes)
             end = self.start_boundary + count
@@ -399,6 +417,8 @@ class Recorder:
     def _failure(self, cause: BaseException | None) -> FtmbError:
         """What a worker's failure means here: for a record, a middlebox that cannot process the
         trace is bad input (exit 3); a recovery makes it a verdict (recovery.py)."""
+        if self.guard is not None and self.guard.tripped is not None:
+            return MiddleboxError(f"record stopped by --guard error: {guard_sentence(self.guard.tripped)}")
         if isinstance(cause, MiddleboxFailed):
             return BadInput(f"middlebox {self.mb.name!r} raised {type(cause.error).__name__}: {cause.error} "
                             f"on packet {cause.packet} (queue {cause.queue})")
@@ -487,10 +507,14 @@ class Recorder:
                 batch[q] = []
 
 
-def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None) -> RecordResult:
+def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None,
+           on_lint: Callable[[dict[str, Any]], None] | None = None) -> RecordResult:
     """Record ``cfg.trace`` (or run the vanilla baseline when ``cfg.mode == "vanilla"``).
 
-    A first SIGINT (Ctrl-C) or SIGTERM ends the trace at the next packet boundary: the queues
+    The middlebox's source is linted first (``on_lint`` gets the report) and watched by the
+    runtime guard while it runs (guard.py); neither refuses a record, but ``--guard error`` stops
+    it at the first call a replay cannot reproduce. A first SIGINT (Ctrl-C) or SIGTERM ends the
+    trace at the next packet boundary: the queues
     drain, the logs are flushed and the run is finished as the record of the packets read so far,
     so crash-replay and verify can use it; the result says so. A second one stops at once.
     Another process writing ``cfg.out`` (locking.py) refuses this record with a ``UsageError``.
@@ -498,9 +522,22 @@ def record(cfg: RecordConfig, progress: Callable[[int, int], None] | None = None
     middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
     cfg.mb_opts = type(middlebox).canonical_pairs(cfg.mb_opts)  # what the manifest keeps for recovery
     recorder = Recorder(cfg, middlebox, progress)
+    if cfg.lint and recorder.instrumented:  # findings are kept, never a reason not to record
+        recorder.result.lint = recorder.manifest_extra["lint"] = lint_for_record(type(middlebox), cfg.middlebox)
+        if on_lint is not None:  # before the record starts: a long one shows them at once
+            on_lint(recorder.result.lint)
     # one writer per run directory (locking.py); the vanilla baseline writes none
     with _graceful_signals(recorder), exclusive(cfg.out) if recorder.instrumented else contextlib.nullcontext():
         return recorder.run()
+
+
+def lint_for_record(cls: type, spec: str) -> dict[str, Any]:
+    """What ``ftmbctl lint`` says of the middlebox, for the manifest: its report, or the one
+    sentence saying why its source could not be read (a class made at run time, say)."""
+    try:
+        return lint_class(cls, name=spec).to_dict()
+    except FtmbError as exc:
+        return {"error": str(exc)}
 
 
 @contextlib.contextmanager

@@ -184,7 +184,8 @@ class Recovery(Recorder):
         mb = man["middlebox"]
         cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out,
                            middlebox=spec_to_run(man, middlebox, image.path), mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
-                           flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], force=True)
+                           flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], force=True,
+                           guard="off", lint=False)  # the guard and lint watch records, not replays
         middlebox = build_middlebox(cfg.middlebox, cfg.mb_opts)
         try:
             super().__init__(cfg, middlebox)

@@ -347,3 +347,23 @@ def _relative(path: str) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+def print_record_lint(doc: dict[str, Any]) -> None:
+    """What lint says of the middlebox about to be recorded, on stderr: a record's results stay
+    the only thing on stdout (--json)."""
+    if doc.get("error"):
+        note(f"lint: not checked: {doc['error']}")
+        return
+    for finding in doc.get("findings", []):
+        note(f"lint: {_relative(finding['file'])}:{finding['line']}:{finding['col']}: {finding['code']} "
+             f"{finding['message']}; {finding['fix']}")
+    if doc.get("findings"):
+        note("lint: the record goes on; `ftmbctl verify` names these lines beside the crash points they explain")
+
+
+def print_guard_findings(findings: list[dict[str, Any]]) -> None:
+    """The runtime guard's warnings, one line each, on stderr."""
+    for finding in findings:
+        note(f"guard: {_relative(finding['file'])}:{finding['line']}: {finding['code']} {finding['message']}; "
+             f"{finding['fix']}")

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 from xml.etree import ElementTree as ET
 
-from ftmbctl.causes import describe, likely_causes
+from ftmbctl.causes import describe, describe_suspects, likely_causes
 from ftmbctl.verify import INVARIANTS
 
 if TYPE_CHECKING:
@@ -70,7 +70,10 @@ def violation_detail(violation: dict[str, Any]) -> str:
 
 
 def likely(violation: dict[str, Any]) -> str:
-    return describe(likely_causes(violation))
+    """The likely causes, and the source lines lint or the guard found for them."""
+    cause = describe(likely_causes(violation))
+    lines = describe_suspects(violation.get("suspects") or [])
+    return f"{cause}; {lines}" if cause and lines else cause or lines
 
 
 def violation_totals(point: dict[str, Any]) -> dict[str, int]:

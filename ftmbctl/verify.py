@@ -38,7 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ftmbctl.causes import describe, likely_causes
+from ftmbctl.causes import describe, likely_causes, source_findings, suspects
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import (MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, DamagedRun, FtmbError, MiddleboxError, UsageError,
                             check_range, writes_to)
@@ -410,6 +410,13 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
     selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
                  "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample,
                  "jobs": jobs}
+    findings = source_findings(run.manifest)
+    if findings:  # beside each likely cause, the line of the middlebox's source it probably is
+        for point in results:
+            for violation in point.get("violations", []):
+                found = suspects(violation.get("likely_causes") or [], findings)
+                if found:
+                    violation["suspects"] = found
     report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started,
                          middlebox={"name": middlebox.name, "spec": cfg.middlebox or run.manifest["middlebox"]["spec"]},
                          hash_seeds={"record": record_hash_seed(run.manifest), "recovery": str(hash_seed)})

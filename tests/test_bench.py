@@ -92,6 +92,9 @@ def test_run_py_quick_reports_every_metric(tiny_trace: Path, tmp_path: Path) -> 
     assert threads["raw"]["scheduler"] == "threads" and threads["target"] == "<= 1.5"
     assert threads["value"] == pytest.approx(threads["raw"]["ftmb_median_s"] / threads["raw"]["vanilla_median_s"],
                                              rel=1e-3)
+    guard = m["guard_overhead"]
+    assert len(guard["raw"]["on_s"]) == len(guard["raw"]["off_s"]) == 2 and guard["target"] == "<= 1.05"
+    assert guard["value"] == pytest.approx(guard["raw"]["on_median_s"] / guard["raw"]["off_median_s"], rel=1e-3)
     raw = m["engine_vs_direct"]["raw"]
     assert len(raw["direct_s"]) == len(raw["vanilla_s"]) == 2 and raw["packets"] == 200
     assert m["engine_vs_direct"]["value"] == pytest.approx(raw["direct_median_s"] / raw["vanilla_median_s"], rel=1e-3)

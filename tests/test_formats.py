@@ -705,8 +705,10 @@ def test_recorded_run_matches_the_specs(tmp_path: Path) -> None:
         assert entry == {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     assert set(manifest) == {"format_version", "ftmbctl_version", "complete", "run_id", "mode", "trace",
                              "middlebox", "queues", "scheduler", "seed", "snapshot_every", "flush_every",
-                             "variables", "python_hash_seed", "files", "stats"}
+                             "variables", "python_hash_seed", "lint", "guard", "files", "stats"}
     assert manifest["complete"] is True and manifest["stats"]["packets_in"] == 23
+    assert manifest["lint"]["clean"] is True and manifest["lint"]["findings"] == []  # the built-in nat
+    assert manifest["guard"] == {"mode": "warn", "findings": []}
 
     def log(name: str, kind: int, aux: int) -> list:
         data = (run / name).read_bytes()
