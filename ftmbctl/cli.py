@@ -50,6 +50,11 @@ class Mode(str, Enum):
     no_replay = "no-replay"
 
 
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 class GuardMode(str, Enum):
     warn = "warn"
     error = "error"
@@ -376,12 +381,24 @@ def crash_replay(
                                         help="A crash point whose recovery takes longer fails recovery-completes "
                                              "(the middlebox may loop forever) and the sweep goes on "
                                              f"{range_text(0, MAX_POINT_TIMEOUT)}; 0: no limit."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
+                                        help="Run only the K-th of N disjoint parts of the selected crash points "
+                                             "(1 <= K <= N) and keep them as a shard; `ftmbctl verify RUN --merge` "
+                                             "joins the N shards into one verdict."),
+    executor: Executor = typer.Option(Executor.local, "--executor",
+                                      help="local: a pool of processes here; dask: tasks on the Dask cluster at "
+                                           "--scheduler (pip install 'ftmbctl[dask]'; RUN at the same path on "
+                                           "every worker)."),
+    scheduler_address: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                                    help="Address of the Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                                                         "(with --executor dask)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Crash a recorded run at chosen points, recover from what was durable, and check the result.
 
     Without a selection it runs the default sweep. Results go to RUN/crash/results.json, which
-    `ftmbctl verify` reports. The snapshot chain (a crash just before each snapshot and after the
+    `ftmbctl verify` reports, and are kept under RUN/crash/sweeps/ by what was selected, so the
+    results of another selection are not overwritten; a --shard K/N goes there only. The snapshot chain (a crash just before each snapshot and after the
     last event) is checked too; on a long run, where it means one recovery per snapshot,
     --chain N checks a sample. Exit codes as for verify: 0 consistent, 1 inconsistent, 2 usage
     error or another ftmbctl writing RUN, 3 bad input or damaged run, 4 a write failed (disk full,
@@ -390,9 +407,15 @@ def crash_replay(
     from ftmbctl import render
     from ftmbctl.report import report_json
 
+    from ftmbctl.sweeps import parse_shard
+
     cfg = _sweep_config(at, every, random_points, seed, all_points, torn, jobs, keep, chain, point_timeout)
     cfg.middlebox = middlebox
-    render.note(f"crash-replay {run}: seed {cfg.seed}")
+    cfg.shard = parse_shard(shard) if shard is not None else None
+    cfg.executor, cfg.scheduler = executor.value, scheduler_address
+    cfg.validate()
+    render.note(f"crash-replay {run}: seed {cfg.seed}" + (f", shard {shard}" if shard else "")
+                + (f", on the Dask cluster at {scheduler_address}" if scheduler_address else ""))
     if kill is not None:
         from ftmbctl.kill import kill_sweep
 
@@ -404,7 +427,10 @@ def crash_replay(
         print(report_json(report))
     else:
         render.print_sweep(report)
-        render.say(f"results written to {run / 'crash' / 'results.json'}")
+        written = report.kept_in or str(run / "crash" / "results.json")
+        render.say(f"results written to {written}" + (
+            f" (shard {report.shard['index']} of {report.shard['count']}: {len(report.points):,} of the "
+            f"{report.shard['selected']:,} crash points)" if report.shard else ""))
     if not report.consistent:
         raise typer.Exit(1)
 
@@ -418,8 +444,15 @@ def verify(
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes for a default sweep [>=0] (0: one per CPU "
                                                      "this process may use; more are capped to those)."),
     middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
+    merge: list[Path] = typer.Option([], "--merge", metavar="PATH",
+                                     help="Join the shard results of one sweep (`crash-replay --shard K/N`), files "
+                                          "or directories holding them (repeatable), into its complete results, "
+                                          "then report them; every shard must be there."),
 ) -> None:
     """Report whether the middlebox recovered consistently from every crash point.
+
+    Reports the latest complete sweep of RUN (RUN/crash/results.json) and says which; results of
+    other selections are kept under RUN/crash/sweeps/.
 
     Exit codes: 0 consistent, 1 inconsistency found, 2 usage error (or another ftmbctl is writing
     RUN), 3 bad input or damaged run, 4 the machine failed: a write was refused (disk full, file
@@ -427,10 +460,13 @@ def verify(
     """
     from ftmbctl import render
     from ftmbctl.report import report_json, report_junit
-    from ftmbctl.verify import load_report
+    from ftmbctl.sweeps import kept, which
+    from ftmbctl.verify import load_report, merge_shards
 
     try:
-        report = load_report(run)
+        report = merge_shards(run, merge) if merge else load_report(run)
+        if report is not None:
+            render.note(which(report.as_dict(), kept(run)))
         if report is None:
             render.note(f"no crash results in {run} yet: running the default sweep: {DEFAULT_SWEEP}")
             cfg = _sweep_config([], None, None, 1, False, False, jobs, None)

@@ -28,16 +28,17 @@ of a set of str decide anything fails in every environment.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ftmbctl import sweeps
 from ftmbctl.causes import describe, likely_causes, source_findings, suspects
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import (MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, DamagedRun, FtmbError, MiddleboxError, UsageError,
@@ -46,12 +47,10 @@ from ftmbctl.hashing import hash64
 from ftmbctl.locking import exclusive
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
-from ftmbctl.safeio import MAX_RESULTS, read_regular
-from ftmbctl.snapshot import write_atomically
 from ftmbctl.watchdog import RecoveryTimeout, deadline
 from ftmbctl.workers import exit_with_parent, interruptible, scratch_dir, stop_pool
 
-RESULTS = Path("crash") / "results.json"
+RESULTS = sweeps.RESULTS
 POINT_TIMEOUT = 600.0  # default deadline of one crash point's recovery, in seconds
 SHOWN_PER_INVARIANT = 3  # violations listed per invariant and crash point; the rest are counted
 # DESIGN §7's order: the order failures are summarised in.
@@ -73,6 +72,9 @@ class SweepConfig:
     chain_sample: int | None = None  # of those, only this many snapshots (drawn with seed); None: all
     point_timeout: float | None = POINT_TIMEOUT  # seconds one crash point may take; None: no limit
     middlebox: str | None = None  # the code to run, named by the user; None: the built-in the run names
+    shard: tuple[int, int] | None = None  # (K, N): only the K-th of N parts of the selection (sweeps.py)
+    executor: str = "local"  # "local": a process pool here; "dask": tasks on a Dask cluster
+    scheduler: str | None = None  # the Dask scheduler's address (executor "dask")
 
     def validate(self) -> None:
         """Each option in its range (UsageError otherwise); ``--at`` is checked against the
@@ -87,6 +89,12 @@ class SweepConfig:
             check_range("--chain", self.chain_sample, 0)
         if self.point_timeout is not None:
             check_range("--point-timeout", self.point_timeout, 0, MAX_POINT_TIMEOUT)
+        if self.shard is not None:
+            sweeps.parse_shard(f"{self.shard[0]}/{self.shard[1]}")
+        if self.executor not in ("local", "dask"):
+            raise UsageError(f"--executor must be local or dask, got {self.executor!r}")
+        if (self.executor == "dask") != (self.scheduler is not None):
+            raise UsageError("--executor dask needs --scheduler ADDRESS (and --scheduler only goes with it)")
         if self.keep is not None and self.keep.exists() and not self.keep.is_dir():
             raise UsageError(f"--keep {self.keep}: exists and is not a directory; crash images are "
                              f"written as directories inside it")
@@ -144,9 +152,15 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT,
                  middlebox: str | None = None) -> None:
+    """A local pool's worker: ends with the sweep, then loads what its points share."""
+    exit_with_parent()  # a SIGKILLed sweep leaves no worker behind
+    load_worker(run_path, keep, scratch, timeout, middlebox)
+
+
+def load_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT,
+                middlebox: str | None = None) -> None:
     """Per process: the run, its timeline index, and a cache that keeps only the failure-free
     snapshots the last crash points used (points come in timeline order)."""
-    exit_with_parent()  # a SIGKILLed sweep leaves no worker behind
     run = RunDir(Path(run_path))
     _WORKER.update(run=run, events=run.events(), keep=Path(keep) if keep else None,
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
@@ -355,15 +369,28 @@ class SweepReport:
     seconds: float
     middlebox: dict[str, str] = field(default_factory=dict)  # name and spec
     hash_seeds: dict[str, str] = field(default_factory=dict)  # PYTHONHASHSEED of record and of recovery
+    run_id: str = ""  # of the run swept: shards of another run are never merged in
+    sweep_id: str = ""  # what was selected (sweeps.sweep_id): the name its results are kept under
+    shard: dict[str, int] | None = None  # index, count and the points of the whole selection
+    finished_at: str = ""  # UTC, ISO 8601
+    merged_shards: int | None = None  # the shards a merged report was joined from
+    kept_in: str = ""  # the file it was saved to (not part of the document)
 
     @property
     def consistent(self) -> bool:
         return all(p["consistent"] for p in self.points)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "consistent": self.consistent, "seed": self.seed, "selection": self.selection,
-                "middlebox": self.middlebox, "hash_seeds": self.hash_seeds, "crash_points": self.points, "seconds": round(self.seconds, 3),
-                "crash_points_per_second": round(len(self.points) / self.seconds, 2) if self.seconds else None}
+        doc = {"run": self.run, "run_id": self.run_id, "sweep_id": self.sweep_id, "finished_at": self.finished_at,
+               "consistent": self.consistent, "seed": self.seed, "selection": self.selection,
+               "middlebox": self.middlebox, "hash_seeds": self.hash_seeds, "crash_points": self.points,
+               "seconds": round(self.seconds, 3),
+               "crash_points_per_second": round(len(self.points) / self.seconds, 2) if self.seconds else None}
+        if self.shard is not None:
+            doc["shard"] = self.shard
+        if self.merged_shards is not None:
+            doc["merged_shards"] = self.merged_shards
+        return doc
 
 
 def sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None] | None = None) -> SweepReport:
@@ -386,9 +413,47 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
     points = select_points(events, cfg.at, cfg.every, cfg.sample, cfg.seed, cfg.everything, cfg.torn)
     chain = set(chain_points(events, cfg.chain_sample, cfg.seed)) if cfg.chain else set()
     todo = sorted(set(points) | chain)
-    jobs = min(cfg.jobs_to_use(), len(todo))
+    selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
+                 "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample}
+    spec = cfg.middlebox or run.manifest["middlebox"]["spec"]
+    sid = sweeps.sweep_id(selection, spec)
+    shard = None
+    if cfg.shard is not None:
+        k, n = cfg.shard
+        shard = {"index": k, "count": n, "selected": len(todo)}
+        todo = sweeps.shard_of(todo, k, n)
     hash_seed = recovery_hash_seed(run.manifest)
     started = time.perf_counter()
+    chained = [p in chain for p in todo]
+    if cfg.executor == "dask":
+        from ftmbctl.dask_executor import run_points
+
+        results, recovery_seeds = run_points(run, todo, chained, cfg, progress)
+        selection["executor"] = "dask"
+    else:
+        jobs = min(cfg.jobs_to_use(), len(todo)) or 1
+        results = _run_local(run, todo, chained, cfg, jobs, hash_seed, progress)
+        recovery_seeds = str(hash_seed)
+        selection["jobs"] = jobs
+    findings = source_findings(run.manifest)
+    if findings:  # beside each likely cause, the line of the middlebox's source it probably is
+        for point in results:
+            for violation in point.get("violations", []):
+                found = suspects(violation.get("likely_causes") or [], findings)
+                if found:
+                    violation["suspects"] = found
+    report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started,
+                         middlebox={"name": middlebox.name, "spec": spec},
+                         hash_seeds={"record": record_hash_seed(run.manifest), "recovery": recovery_seeds},
+                         run_id=run.manifest["run_id"], sweep_id=sid, shard=shard,
+                         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report.kept_in = str(sweeps.save(run.path, report.as_dict()))
+    return report
+
+
+def _run_local(run: RunDir, todo: list[CrashPoint], chained: list[bool], cfg: SweepConfig, jobs: int,
+               hash_seed: int, progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """The crash points on a pool of ``jobs`` processes of this machine, in order."""
     results: list[dict[str, Any]] = []
     keep = str(cfg.keep) if cfg.keep else None
     scratch = str(scratch_dir())  # every worker's recoveries, removed at the end (workers.py)
@@ -401,42 +466,47 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
                                     initargs=(str(run.path), keep, scratch, cfg.point_timeout,
                                               cfg.middlebox)) as pool, _stopped_on_error(pool):
             chunk = max(1, min(4, len(todo) // (4 * jobs)))
-            for i, verdict in enumerate(pool.map(_run_point, todo, [p in chain for p in todo], chunksize=chunk)):
+            for i, verdict in enumerate(pool.map(_run_point, todo, chained, chunksize=chunk)):
                 results.append(verdict)
                 if progress:
                     progress(i + 1, len(todo))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
-                 "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample,
-                 "jobs": jobs}
-    findings = source_findings(run.manifest)
-    if findings:  # beside each likely cause, the line of the middlebox's source it probably is
-        for point in results:
-            for violation in point.get("violations", []):
-                found = suspects(violation.get("likely_causes") or [], findings)
-                if found:
-                    violation["suspects"] = found
-    report = SweepReport(str(run.path), results, cfg.seed, selection, time.perf_counter() - started,
-                         middlebox={"name": middlebox.name, "spec": cfg.middlebox or run.manifest["middlebox"]["spec"]},
-                         hash_seeds={"record": record_hash_seed(run.manifest), "recovery": str(hash_seed)})
-    with writes_to(run.path / RESULTS):
-        (run.path / RESULTS).parent.mkdir(exist_ok=True)
-    write_atomically(run.path / RESULTS, (json.dumps(report.as_dict(), indent=1) + "\n").encode())
-    return report
+    return results
 
 
 def load_report(run_path: Path) -> SweepReport | None:
+    """The latest complete sweep of the run (crash/results.json), None when there is none."""
     RunDir(run_path).check_complete()  # results about a run that has since been damaged mean nothing
-    path = run_path / RESULTS
     try:
-        doc = json.loads(read_regular(path, MAX_RESULTS).decode())
-        return SweepReport(doc["run"], doc["crash_points"], doc["seed"], doc["selection"], doc["seconds"],
-                           doc.get("middlebox", {}), doc.get("hash_seeds", {}))
+        return report_from(sweeps.read(run_path / RESULTS))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DamagedRun(f"{path}: cannot be read ({exc}); run crash-replay again") from None
+
+
+def report_from(doc: dict[str, Any]) -> SweepReport:
+    """A SweepReport from a results document (results of older versions lack the newer keys)."""
+    try:
+        return SweepReport(doc["run"], doc["crash_points"], doc["seed"], doc["selection"], doc["seconds"],
+                           doc.get("middlebox", {}), doc.get("hash_seeds", {}), run_id=doc.get("run_id", ""),
+                           sweep_id=doc.get("sweep_id", ""), shard=doc.get("shard"),
+                           finished_at=doc.get("finished_at", ""), merged_shards=doc.get("merged_shards"))
+    except (KeyError, TypeError) as exc:
+        raise DamagedRun(f"crash results of {doc.get('run', 'a run')} lack {exc}; run crash-replay again") from None
+
+
+def merge_shards(run_path: Path, given: list[Path]) -> SweepReport:
+    """Join the shard results of one sweep of this run into its complete results (saved like a
+    sweep's: crash/sweeps/<id>.json and crash/results.json)."""
+    run = RunDir(run_path)
+    run.check_complete()
+    with exclusive(run_path, create=False):
+        docs = [(path, sweeps.read(path)) for path in sweeps.shard_paths(given)]
+        merged = sweeps.merge(run.manifest["run_id"], docs)
+        merged["run"] = str(run.path)
+        report = report_from(merged)
+        report.kept_in = str(sweeps.save(run.path, report.as_dict()))
+    return report
 
 
 def iter_failures(report: SweepReport) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
