@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.bench_memory import measure_peak_rss
+from ftmbctl.bundled import BUNDLED_TRACE, MAKE_TRACE
 from ftmbctl.crash import CrashPoint, image_spec, image_view
 from ftmbctl.errors import MAX_QUEUES, SEED_MAX, U32_MAX, FtmbError, UsageError, check_range
 from ftmbctl.pcapio import read_trace_info
@@ -36,9 +37,6 @@ from ftmbctl.rundir import RunDir
 from ftmbctl.store import CHUNK_HEADER
 from ftmbctl.verify import SweepConfig, sweep, usable_cpus
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_TRACE = ROOT / "traces" / "mixed.pcap"
-MAKE_TRACE = ROOT / "traces" / "make_trace.py"
 METRICS = ("record_overhead", "record_overhead_threads", "guard_overhead", "engine_vs_direct", "record_vs_parse",
            "release_delay", "replay_vs_record", "recovery_scaling", "pal_bytes", "sweep_rate", "peak_rss_ratio")
 GUARD_TARGET = 1.05  # FTMB record with the runtime guard on (record's default) / with it off
@@ -257,7 +255,7 @@ class Bench:
 
     def make_trace(self, packets: int) -> Path:
         if not MAKE_TRACE.is_file():
-            raise MeasurementFailed(f"{MAKE_TRACE} is not there: this metric needs a source checkout")
+            raise MeasurementFailed(f"{MAKE_TRACE} is not there: this installation of ftmbctl lacks its trace maker")
         path = self.tmp / f"generated-{packets}.pcap"
         if not path.exists():
             self.say(f"making a {packets:,}-packet trace with traces/make_trace.py")

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ftmbctl.bundled import MAKE_TRACE
 from ftmbctl.errors import FtmbError
 
 ROOT = Path(__file__).resolve().parents[1]
-MAKE_TRACE = ROOT / "traces" / "make_trace.py"
 STDERR_TAIL = 2000  # characters of a failed stage's stderr quoted in the error
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from ftmbctl import __version__
+from ftmbctl.bundled import BUNDLED_TRACE
 from ftmbctl.errors import (MACHINE_ERRNOS, MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, U32_MAX, FtmbError,
                             MachineError, range_text, writes_to)
 
@@ -30,7 +31,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-BUNDLED_TRACE = Path(__file__).resolve().parent.parent / "traces" / "mixed.pcap"
 # Each numeric option's range, shown in its help; the library's configs enforce them (errors.check_range).
 QUEUES = range_text(1, MAX_QUEUES)
 PER_PACKETS = range_text(1, U32_MAX)  # u32 fields on disk: snapshot boundaries, records per chunk

@@ -1,0 +1,1 @@
+../../traces/make_trace.py
