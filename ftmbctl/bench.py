@@ -27,9 +27,11 @@ from typing import Any, Callable, Iterator
 from ftmbctl import records as rec
 from ftmbctl.bench_memory import measure_peak_rss
 from ftmbctl.bundled import BUNDLED_TRACE, MAKE_TRACE
+from ftmbctl.components import COMPONENTS, NONE
 from ftmbctl.crash import CrashPoint, image_spec, image_view
 from ftmbctl.errors import MAX_QUEUES, SEED_MAX, U32_MAX, FtmbError, UsageError, check_range
 from ftmbctl.pcapio import read_trace_info
+from ftmbctl.promises import promise_totals
 from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import Recovery
@@ -38,7 +40,8 @@ from ftmbctl.store import CHUNK_HEADER
 from ftmbctl.verify import SweepConfig, sweep, usable_cpus
 
 METRICS = ("record_overhead", "record_overhead_threads", "guard_overhead", "engine_vs_direct", "record_vs_parse",
-           "release_delay", "replay_vs_record", "recovery_scaling", "pal_bytes", "sweep_rate", "peak_rss_ratio")
+           "release_delay", "replay_vs_record", "recovery_scaling", "pal_bytes", "sweep_rate", "peak_rss_ratio",
+           "lost_components")
 GUARD_TARGET = 1.05  # FTMB record with the runtime guard on (record's default) / with it off
 OVERHEAD_TARGET = {"chaos": 1.15, "threads": 1.5}  # FTMB record time / vanilla record time, per scheduler
 ENGINE_TARGET = 0.7  # direct run time / vanilla chaos record time
@@ -583,12 +586,54 @@ def peak_rss_ratio(b: Bench) -> dict[str, Any]:
     return metric(value, "x", target, value <= 1.3 and large < RSS_LIMIT_MB, detail, raw)
 
 
+def lost_components(b: Bench) -> dict[str, Any]:
+    """What breaks when the IL, the stable storage or the OL fails with the master (crash-replay
+    --also-lose, formats/components.md): on an FTMB and a No-Replay record of the trace, the share
+    of a seeded sample of crash points at which each loss (and the master alone) breaks a promise
+    about what left the box (a released output lost or sent twice) and one about inputs (lost),
+    with the counts by kind in ``raw``. The value is FTMB's worst component for outputs; the target,
+    no new point of failure, is what replicating every component buys."""
+    points = b.cfg.sweep_points
+    if not points:
+        return unavailable("%", "0 %", "--sweep-points 0 selects no crash point to lose a component at")
+    runs = {"ftmb": b.main_run().path, "no-replay": b.tmp / "lost-no-replay"}
+    b.say("lost_components: recording the trace in no-replay mode")
+    timed_record(b.record_config(b.cfg.trace, runs["no-replay"], mode="no-replay"))
+    designs: dict[str, dict[str, Any]] = {}
+    for design, path in runs.items():
+        for loss in (NONE, *COMPONENTS):
+            b.say(f"lost_components: {design}, {points} crash points, --also-lose {loss}")
+            report = sweep(path, SweepConfig(sample=points, seed=1, chain=False, jobs=0, middlebox=b.cfg.middlebox,
+                                             also_lose=(loss,)))
+            totals = promise_totals(report.points)
+            if totals is None:
+                raise MeasurementFailed(f"no crash point of the {design} record recovered with {loss} lost")
+            broken = [p["promises_broken"] for p in report.points if "promises_broken" in p]
+            outputs = sum(1 for m in broken if m["released_not_regenerated"] or m["released_twice"])
+            designs.setdefault(design, {})[loss] = {
+                **totals, "consistent": report.consistent,
+                "outputs_share": round(100 * outputs / len(broken), 1),
+                "inputs_share": round(100 * totals["by_kind"]["inputs_lost"]["crash_points"] / len(broken), 1)}
+
+    def shares(key: str) -> str:
+        return ", ".join(f"{'alone' if loss == NONE else '+' + loss} {designs['ftmb'][loss][key]:.0f}%/"
+                         f"{designs['no-replay'][loss][key]:.0f}%" for loss in (NONE, *COMPONENTS))
+
+    value = max(designs["ftmb"][c]["outputs_share"] for c in COMPONENTS)
+    consistent = all(row["consistent"] for rows in designs.values() for row in rows.values())
+    detail = (f"crash points (FTMB/No-Replay) where a released output is lost or sent twice: {shares('outputs_share')}"
+              f"; where inputs are lost: {shares('inputs_share')} ({points} random points each, seed 1"
+              f"{'' if consistent else '; INCONSISTENT'})")
+    raw = {"random": points, "seed": 1, "designs": designs}
+    return metric(value, "%", "0 %", value == 0, detail, raw)
+
+
 MEASURE: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "record_overhead": record_overhead, "record_overhead_threads": record_overhead_threads,
     "guard_overhead": guard_overhead,
     "engine_vs_direct": engine_vs_direct, "record_vs_parse": record_vs_parse, "release_delay": release_delay,
     "replay_vs_record": replay_vs_record, "recovery_scaling": recovery_scaling, "pal_bytes": pal_bytes,
-    "sweep_rate": sweep_rate, "peak_rss_ratio": peak_rss_ratio,
+    "sweep_rate": sweep_rate, "peak_rss_ratio": peak_rss_ratio, "lost_components": lost_components,
 }
 
 

@@ -392,6 +392,12 @@ def crash_replay(
     scheduler_address: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                                     help="Address of the Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                                                          "(with --executor dask)."),
+    also_lose: list[str] = typer.Option([], "--also-lose", metavar="il|storage|ol|none",
+                                        help="Let a component fail with the master at every crash point (repeatable): "
+                                             "il (the inputs since the snapshot), storage (the PAL logs), ol (held "
+                                             "outputs and the record of what was released); none: the master alone. "
+                                             "The promises to the network that break are counted by kind, not "
+                                             "judged (formats/components.md)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Crash a recorded run at chosen points, recover from what was durable, and check the result.
@@ -413,6 +419,14 @@ def crash_replay(
     cfg.middlebox = middlebox
     cfg.shard = parse_shard(shard) if shard is not None else None
     cfg.executor, cfg.scheduler = executor.value, scheduler_address
+    if also_lose:
+        from ftmbctl.components import parse_components
+        from ftmbctl.errors import UsageError
+
+        cfg.also_lose = parse_components(also_lose)
+        if kill is not None:
+            raise UsageError("--also-lose cannot go with --kill: a killed record's timeline lacks its last events, "
+                             "so its logs cannot tell what each component held when it died")
     cfg.validate()
     render.note(f"crash-replay {run}: seed {cfg.seed}" + (f", shard {shard}" if shard else "")
                 + (f", on the Dask cluster at {scheduler_address}" if scheduler_address else ""))
@@ -586,7 +600,8 @@ def bench(
     record_overhead (under --scheduler), record_overhead_threads, guard_overhead (record's runtime
     guard on against off), engine_vs_direct (the direct run
     against the vanilla record under chaos), record_vs_parse, release_delay, replay_vs_record,
-    recovery_scaling, pal_bytes, sweep_rate, peak_rss_ratio. A missed target is a number, not an
+    recovery_scaling, pal_bytes, sweep_rate, peak_rss_ratio, lost_components (what breaks when the IL,
+    the stable storage or the OL fails with the master). A missed target is a number, not an
     error: exit 0 unless a measurement could not be made. The same suite as `python benchmarks/run.py`.
     """
     import json

@@ -45,12 +45,14 @@ class CrashPoint:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What survives a crash point: byte limits per log, snapshots, a partial snapshot file."""
+    """What survives a crash point: byte limits per log, snapshots, a partial snapshot file, and
+    the components that failed with the master (components.lose cut their logs back)."""
 
     limits: dict[str, int]
     max_snapshot: int
     partial_snapshot: tuple[int, int] | None = None  # (number, bytes of its .tmp that reached disk)
     torn_file: str | None = None
+    lost: tuple[str, ...] = ()
 
 
 def _log_lengths(run: RunDir, event: rec.Event) -> dict[str, int]:
@@ -107,6 +109,8 @@ def write_image(run: RunDir, point: CrashPoint, spec: ImageSpec, dest: Path) -> 
         manifest.pop(key, None)
     manifest["complete"] = False
     manifest["crash"] = {"event": point.event, "variant": point.variant, "source_run": str(run.path)}
+    if spec.lost:
+        manifest["crash"]["lost"] = list(spec.lost)
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for name, limit in spec.limits.items():
         with open(run.path / name, "rb") as src:

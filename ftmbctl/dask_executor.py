@@ -61,7 +61,7 @@ def run_points(run: RunDir, todo: list[CrashPoint], chained: list[bool], cfg: An
                          f"({type(exc).__name__}: {exc})") from None
     token = uuid.uuid4().hex[:12]  # a fresh key per sweep: never a result the scheduler kept from another
     options = {"run_path": str(run.path), "digest": digest, "keep": str(cfg.keep) if cfg.keep else None,
-               "timeout": cfg.point_timeout, "middlebox": cfg.middlebox}
+               "timeout": cfg.point_timeout, "middlebox": cfg.middlebox, "also_lose": cfg.also_lose}
     results: list[dict[str, Any] | None] = [None] * len(todo)
     seeds: set[str] = set()
     with client:
@@ -84,7 +84,8 @@ def run_points(run: RunDir, todo: list[CrashPoint], chained: list[bool], cfg: An
 
 
 def run_task(point: CrashPoint, chain: bool, run_path: str, digest: str, keep: str | None,
-             timeout: float | None, middlebox: str | None) -> dict[str, Any]:
+             timeout: float | None, middlebox: str | None,
+             also_lose: tuple[str, ...] | None = None) -> dict[str, Any]:
     """On a worker: check the run is the one asked about, then recover and check one point.
     Returns ``{"verdict", "hash_seed"}``, or ``{"error", "exit_code"}`` with one sentence."""
     from ftmbctl import verify
@@ -101,12 +102,12 @@ def run_task(point: CrashPoint, chain: bool, run_path: str, digest: str, keep: s
                          "crash-replay read): every worker must see the same run directory", "exit_code": 3}
     with _ONE_AT_A_TIME:
         try:
-            if _LOADED.get("key") != (run_path, digest, keep, timeout, middlebox):
+            if _LOADED.get("key") != (run_path, digest, keep, timeout, middlebox, also_lose):
                 scratch = _LOADED.get("scratch") or tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
                 if "scratch" not in _LOADED:
                     atexit.register(shutil.rmtree, scratch, True)
-                verify.load_worker(run_path, keep, scratch, timeout, middlebox)
-                _LOADED.update(key=(run_path, digest, keep, timeout, middlebox), scratch=scratch)
+                verify.load_worker(run_path, keep, scratch, timeout, middlebox, also_lose)
+                _LOADED.update(key=(run_path, digest, keep, timeout, middlebox, also_lose), scratch=scratch)
             verdict = verify._run_point(point, chain)
         except FtmbError as exc:  # a damaged run, or a disk that refused: no verdict from anyone
             return {"error": f"worker on {host}: {exc}", "exit_code": exc.exit_code}

@@ -5,6 +5,10 @@ snapshot can be reproduced: recovery restores the latest intact snapshot, and th
 had arrived since its boundary are lost, as if the network had dropped them. The middlebox then
 goes on with the inputs that arrive after the crash.
 
+The same is all an FTMB run can do when its Input Logger failed with the master
+(``crash-replay --also-lose il``, components.py): the packets since the snapshot are gone, so
+its logged accesses have nothing to replay. It goes on in its own mode.
+
 Its promise to the network is kept by holding every output until a durable snapshot covers the
 input that made it. So the one thing a crash point can break is that: an output in the image's
 output log whose input the restored snapshot does not cover was released and is now forgotten
@@ -18,38 +22,42 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftmbctl import records as rec
+from ftmbctl.components import IL, Loss
 from ftmbctl.errors import DamagedRun
 from ftmbctl.middlebox import build_middlebox
 from ftmbctl.pcapio import RawPacket
 from ftmbctl.record import RecordConfig, Recorder
-from ftmbctl.recovery import Arrivals, RecoveryResult, restore_latest
+from ftmbctl.recovery import Arrivals, RecoveryResult, note_gap, restore_latest
 from ftmbctl.rundir import RunDir
 from ftmbctl.trust import spec_to_run
 
 
 class NoReplayRecovery(Recorder):
-    """The record engine in No-Replay mode, started from a snapshot, after the lost inputs."""
+    """The record engine in the run's mode, started from a snapshot, after the lost inputs."""
 
     def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
-                 middlebox: str | None = None) -> None:
+                 middlebox: str | None = None, loss: Loss | None = None) -> None:
         """With ``compare_with`` (a verify sweep), the continuation stops at its first snapshot:
         there is no failure-free state to compare with once inputs were lost, and the first
-        snapshot shows that the recovered middlebox runs and releases again."""
+        snapshot shows that the recovered middlebox runs and releases again. ``loss`` (a check of
+        ``crash-replay --also-lose``) says what the outside world knows: where the inputs that
+        arrive again begin when the image's Input Logger was lost, and what had left the box."""
         man = image.manifest
         mb = man["middlebox"]
         cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out,
                            middlebox=spec_to_run(man, middlebox, image.path), mb_opts=list(mb["options"]), queues=image.queues, snapshot_every=man["snapshot_every"],
-                           flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"], mode="no-replay",
-                           force=True)
+                           flush_every=man["flush_every"], scheduler="chaos", seed=man["seed"],
+                           mode=man.get("mode", "ftmb"), force=True)
         super().__init__(cfg, build_middlebox(cfg.middlebox, cfg.mb_opts))
         self.image = image
         self.arrivals = arrivals
         self.compare_with = compare_with
+        self.loss = loss
         self.durable_writes = False  # a recovered run is scratch: no fsync, no file hashes
         for live in self.live:
             live.wall_clock = man.get("scheduler") == "threads"
         self.trace_sha = man["trace"]["sha256"]
-        self.res = RecoveryResult(snapshot=0, boundary=0, out_dir=str(out), mode="no-replay")
+        self.res = RecoveryResult(snapshot=0, boundary=0, out_dir=str(out), mode=cfg.mode)
         self._restore()
 
     def _restore(self) -> None:
@@ -57,6 +65,8 @@ class NoReplayRecovery(Recorder):
         at = restore_latest(self, image, res)
         input_at, output_at = at["input.log"], at["output.log"]
         arrived = self._arrived(*input_at)
+        if self.loss is not None and self.loss.lost(IL):  # the image cannot say; the world can
+            arrived = self.loss.resume_at
         res.durable_inputs = arrived
         res.lost_inputs = arrived - res.boundary
         self._check_released(*output_at)
@@ -81,21 +91,22 @@ class NoReplayRecovery(Recorder):
         return expect
 
     def _check_released(self, offset: int, first_seq: int) -> None:
-        """Every output released after the snapshot was taken must be of an input it covers."""
+        """Every output released after the snapshot was taken must be of an input it covers: as
+        the image's Output Logger recorded them, or as the outside world saw them (``loss``)."""
         log = self.image.log("output.log")
-        released = 0
-        for output in log.records(rec.iter_outputs, offset, first_seq):
-            released += 1
-            if output.input_id >= self.res.boundary:
-                self.res.uncovered_outputs.append(list(output.output_id))
-        self.res.released_before = released
+        released = [output.output_id for output in log.records(rec.iter_outputs, offset, first_seq)]
         self.res.torn_bytes["output.log"] = log.scan.torn_bytes
+        if self.loss is not None:
+            released = list(self.loss.released)
+        self.res.released_before = len(released)
+        self.res.uncovered_outputs = [list(oid) for oid in released if oid[0] >= self.res.boundary]
 
     def _input_packets(self) -> Iterator[RawPacket]:
         expect = self.start_boundary
         for packet in self.arrivals(expect):
             if packet.index != expect:
-                self.res.input_gaps.append(f"packet {packet.index} arrived where {expect} was expected")
+                note_gap(self.res, packet.index, expect,
+                         f"packet {packet.index} arrived where {expect} was expected")
             expect = packet.index + 1
             yield packet
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import records as rec
 from ftmbctl.causal import causal_cut
+from ftmbctl.components import IL, Loss
 from ftmbctl.errors import DamagedRun, FtmbError, MiddleboxError, UsageError
 from ftmbctl.locking import exclusive
 from ftmbctl.manifest import snapshot_misplaced
@@ -69,6 +70,8 @@ class RecoveryResult:
     missing_outputs: list[list[int]] = field(default_factory=list)
     inputs_processed: int = 0
     input_gaps: list[str] = field(default_factory=list)
+    inputs_skipped: int = 0  # of those gaps, the inputs never processed
+    inputs_repeated: int = 0  # and the inputs processed once more
     compared_at: str | None = None  # "packet boundary N" or "end of trace": where state was compared
     state_equal: bool | None = None  # the state there equals the failure-free one
     first_state_difference: str | None = None
@@ -173,13 +176,24 @@ def state_difference(state: dict[str, Any], reference: dict[str, Any]) -> str | 
     return None
 
 
+def note_gap(res: RecoveryResult, got: int, expected: int, message: str) -> None:
+    """Input ``got`` came where ``expected`` was next: the ones between were skipped, or ``got``
+    is processed once more (exactly-once input)."""
+    res.input_gaps.append(message)
+    if got > expected:
+        res.inputs_skipped += got - expected
+    else:
+        res.inputs_repeated += 1
+
+
 class Recovery(Recorder):
     """The record engine, started from a snapshot, replaying S first."""
 
     def __init__(self, image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
-                 middlebox: str | None = None) -> None:
+                 middlebox: str | None = None, loss: Loss | None = None) -> None:
         """``middlebox``: the spec the user named (``--middlebox``); without it only a built-in the
-        manifest names is run (trust.py)."""
+        manifest names is run (trust.py). ``loss`` (a check of ``crash-replay --also-lose``): what
+        the outside world knows of a crash that took components down with the master."""
         man = image.manifest
         mb = man["middlebox"]
         cfg = RecordConfig(trace=Path(man["trace"]["path"]), out=out,
@@ -197,6 +211,7 @@ class Recovery(Recorder):
         self.image = image
         self.arrivals = arrivals
         self.compare_with = compare_with
+        self.loss = loss
         self.reference_states: dict[int, dict[str, Any]] = {}  # failure-free snapshots read so far
         # failure-free queue records between two positions, read so far (crash points between the
         # same two snapshots follow the same ones): never changed once read
@@ -238,7 +253,11 @@ class Recovery(Recorder):
                                              [n + len(r) for n, r in zip(queue_records, logs)])
         self.output_start = (output_bytes, output_records)  # where outputs after the snapshot begin
         self.produced: dict[tuple[int, int], bytes] = {}  # every output recovery made, for comparison
-        res.released_before = len(self.released)
+        # What left the box, which output commit is judged on: the OL's own record above, which it
+        # also suppresses duplicates with, unless a check says what the world saw (the OL may
+        # have been lost with the master: then nothing is suppressed, and the world still knows).
+        self.witnessed = self.released if self.loss is None else self.loss.released
+        res.released_before = len(self.witnessed)
         self.regenerated: set[tuple[int, int]] = set()
         self.manifest_extra = {"recovered_from": {"image": str(image.path), "snapshot": res.snapshot,
                                                   "durable_inputs": res.durable_inputs}}
@@ -348,12 +367,14 @@ class Recovery(Recorder):
         expect = self.res.boundary
         for record in self.durable:
             if record.id != expect:
-                self.res.input_gaps.append(f"input log holds packet {record.id} where {expect} was expected")
+                note_gap(self.res, record.id, expect,
+                         f"input log holds packet {record.id} where {expect} was expected")
             expect = record.id + 1
             yield RawPacket(record.id, record.ts_ns, record.linktype, record.orig_len, record.data)
         for packet in self.arrivals(expect):
             if packet.index != expect:
-                self.res.input_gaps.append(f"packet {packet.index} arrived where {expect} was expected")
+                note_gap(self.res, packet.index, expect,
+                         f"packet {packet.index} arrived where {expect} was expected")
             expect = packet.index + 1
             yield packet
 
@@ -363,12 +384,11 @@ class Recovery(Recorder):
             oid = (pkt.id, index)
             if self.compare_with is not None:
                 self.produced[oid] = data
-            released = self.released.get(oid)
+            released = self.witnessed.get(oid)
             if released is None:
                 fresh.append((linktype, data))
                 continue
             self.regenerated.add(oid)
-            self.res.duplicates_dropped += 1
             beyond = self.contexts[q].beyond_cut(pkt.id)
             if beyond is not None:  # its packet needed more than S: not regenerated by S alone
                 self.res.beyond_cut.append({"output_id": list(oid), "queue": q, "entry": describe_entry(beyond)})
@@ -376,6 +396,10 @@ class Recovery(Recorder):
                 self.res.output_mismatches.append({"output_id": list(oid), "released_bytes": len(released),
                                                    "regenerated_bytes": len(data),
                                                    "first_difference": _first_difference(released, data)})
+            if oid in self.released:  # the OL knows it left already: a duplicate
+                self.res.duplicates_dropped += 1
+            else:  # an OL that lost its record releases it again
+                fresh.append((linktype, data))
         if fresh:  # output ids stay (input id, index): the kept outputs keep their original index
             deps = tuple(self.storage.totals)
             finish = self.sched.now_ns()
@@ -479,7 +503,7 @@ class Recovery(Recorder):
         res.replayed, res.followed = plan.replayed, plan.followed
         res.free_accesses, res.free_nondet = plan.free_accesses, plan.free_nondet
         # Outputs of inputs before the snapshot were all released before it was taken.
-        res.missing_outputs = sorted([list(oid) for oid in set(self.released) - self.regenerated])
+        res.missing_outputs = sorted([list(oid) for oid in set(self.witnessed) - self.regenerated])
         if self.compare_with is None:  # a real recovery: an image that lacks what it released is damaged
             self._blame()
         if res.compared_at is None and self.compare_with is not None:
@@ -521,14 +545,15 @@ def arrivals_from_trace(trace: Path) -> Arrivals:
 
 
 def make_recovery(image: RunDir, arrivals: Arrivals, out: Path, compare_with: RunDir | None = None,
-                  middlebox: str | None = None) -> Any:
-    """The recovery the image's mode calls for: replay (FTMB) or restore only (No-Replay)."""
+                  middlebox: str | None = None, loss: Loss | None = None) -> Any:
+    """The recovery the image's mode calls for: replay (FTMB) or restore only (No-Replay, or any
+    run whose Input Logger was lost with the master: without its inputs nothing can be replayed)."""
     started = time.perf_counter()
-    if image.manifest.get("mode") == "no-replay":
+    if image.manifest.get("mode") == "no-replay" or (loss is not None and loss.lost(IL)):
         from ftmbctl.noreplay import NoReplayRecovery
-        recovery: Any = NoReplayRecovery(image, arrivals, out, compare_with, middlebox)
+        recovery: Any = NoReplayRecovery(image, arrivals, out, compare_with, middlebox, loss)
     else:
-        recovery = Recovery(image, arrivals, out, compare_with, middlebox)
+        recovery = Recovery(image, arrivals, out, compare_with, middlebox, loss)
     recovery.res.restore_seconds = time.perf_counter() - started
     return recovery
 

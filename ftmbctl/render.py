@@ -12,7 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ftmbctl.report import invariant_summaries, likely, point_firsts, short_label, violation_detail
+from ftmbctl.report import (invariant_summaries, likely, lost_words, point_firsts, promise_rows, short_label,
+                            violation_detail)
 
 # Markup and emoji codes off: paths, class names and messages come from users, and "[red]" in a
 # file name or ":fire:" in a class name must print as written. Styles are given as Text objects.
@@ -201,6 +202,10 @@ def print_sweep(report: Any) -> None:
                                    f". {cause}" if cause else ""), soft_wrap=True)
     if failed:
         _print_failing_points(failed)
+    lost = lost_words(doc["selection"])
+    promises = promise_rows(points)
+    if promises is not None:
+        _print_promises(promises, lost)
     summary = Table(title=f"verify {doc['run']}", show_header=False, title_justify="left")
     summary.add_column("what", style="bold")
     summary.add_column("value")
@@ -208,6 +213,8 @@ def print_sweep(report: Any) -> None:
     summary.add_row("crash points", f"{len(points):,} ({chain:,} check the snapshot chain)")
     summary.add_row("consistent", f"{len(points) - len(failed):,}")
     summary.add_row("inconsistent", Text(f"{len(failed):,}", style="bold red" if failed else ""))
+    if lost is not None:
+        summary.add_row("lost with the master", f"{lost} (promises counted above, not judged)")
     seeds = doc.get("hash_seeds") or {}
     summary.add_row("PYTHONHASHSEED", f"record {seeds.get('record', '?')}, recovery {seeds.get('recovery', '?')}"
                     if seeds else "not recorded")
@@ -218,6 +225,18 @@ def print_sweep(report: Any) -> None:
     verdict = Text("consistent", style="bold green") if not failed else Text("INCONSISTENT", style="bold red")
     summary.add_row("verdict", verdict)
     stdout.print(summary)
+
+
+def _print_promises(rows: list[tuple[str, str, str]], lost: str | None) -> None:
+    """The promises to the network that broke when components failed with the master: counted,
+    not judged (formats/components.md)."""
+    table = Table(title=f"promises broken (lost with the master: {lost})", title_justify="left")
+    table.add_column("promise")
+    table.add_column("broken at crash points", justify="right")
+    table.add_column("in all", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
 
 
 def _print_failing_points(failed: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from xml.etree import ElementTree as ET
 
 from ftmbctl.causes import describe, describe_suspects, likely_causes
+from ftmbctl.promises import KINDS, WORDS, promise_totals
 from ftmbctl.verify import INVARIANTS
 
 if TYPE_CHECKING:
@@ -24,7 +25,48 @@ BODY_VIOLATIONS = 5  # violations spelled out in a JUnit failure's body (the fir
 
 
 def report_json(report: SweepReport) -> str:
-    return json.dumps(report.as_dict(), indent=2)
+    """The results, and with --also-lose the promises broken over all crash points (``promises_broken``)."""
+    doc = report.as_dict()
+    totals = promise_totals(doc["crash_points"])
+    if totals is not None:
+        doc["promises_broken"] = totals
+    return json.dumps(doc, indent=2)
+
+
+# ---- promises broken (crash-replay --also-lose) ----
+def lost_words(selection: dict[str, Any]) -> str | None:
+    """What failed with the master in a sweep that measured promises ("il, ol", "nothing: the
+    master alone"); None for a plain sweep."""
+    lost = selection.get("also_lose")
+    if lost is None:
+        return None
+    return ", ".join(str(c) for c in lost) if lost else "nothing: the master alone"
+
+
+def promise_rows(points: list[dict[str, Any]]) -> list[tuple[str, str, str]] | None:
+    """One row per kind of promise: (what, at how many crash points "3 of 40 (7.5%)", how many in
+    all), and one for any kind; None when no point was measured."""
+    totals = promise_totals(points)
+    if totals is None:
+        return None
+    measured = totals["crash_points"]
+
+    def share(n: int) -> str:
+        return f"{n:,} of {measured:,} ({100 * n / measured:.1f}%)"
+
+    rows = [(WORDS[kind], share(totals["by_kind"][kind]["crash_points"]), f"{totals['by_kind'][kind]['count']:,}")
+            for kind in KINDS]
+    rows.append(("any of them", share(totals["broke_any"]), ""))
+    return rows
+
+
+def point_promises(point: dict[str, Any]) -> str:
+    """The promises one crash point broke, in words ("" for none)."""
+    found = point.get("promises_broken")
+    if not isinstance(found, dict):
+        return ""
+    counts = [(kind, found.get(kind)) for kind in KINDS]
+    return ", ".join(f"{n:,} {WORDS[kind]}" for kind, n in counts if type(n) is int and n > 0)
 
 
 # ---- words for one crash point and one violation ----
@@ -202,12 +244,23 @@ def report_junit(report: SweepReport, timestamp: datetime | None = None, hostnam
             failure = ET.SubElement(case, "failure", message=_xml(first.get("message", "")),
                                     type=_xml(first["invariant"]))
             failure.text = _xml(_failure_body(point)) if point["violations"] else None
+        broken = point_promises(point)
+        if broken:  # counted, not failed (--also-lose): said beside the case
+            ET.SubElement(case, "system-out").text = _xml(f"promises broken: {broken}")
         cases.append(case)
     seeds = doc.get("hash_seeds") or {}
     mb = doc.get("middlebox") or {}
     properties = {"run": doc["run"], "middlebox": mb.get("spec", ""), "seed": doc["seed"],
                   "record_hash_seed": seeds.get("record", ""), "recovery_hash_seed": seeds.get("recovery", ""),
                   "wall_seconds": f"{float(doc.get('seconds') or 0):.3f}"}
+    lost = lost_words(doc.get("selection") or {})
+    totals = promise_totals(doc["crash_points"])
+    if lost is not None and totals is not None:
+        properties["also_lose"] = lost
+        for kind in KINDS:
+            found = totals["by_kind"][kind]
+            properties[f"promises_broken.{kind}"] = (f"{found['count']} at {found['crash_points']} of "
+                                                     f"{totals['crash_points']} crash points")
     return _suites(cases, properties, timestamp, hostname)
 
 

@@ -175,6 +175,9 @@ def selection_text(selection: dict[str, Any]) -> str:
         parts.append("torn variants")
     if selection.get("snapshot_chain"):
         parts.append("snapshot chain")
+    lost = selection.get("also_lose")
+    if isinstance(lost, list):  # crash-replay --also-lose: another sweep than the plain one
+        parts.append(f"{' and '.join(map(str, lost))} lost with the master" if lost else "promises measured")
     return ", ".join(parts) or "the snapshot chain only"
 
 

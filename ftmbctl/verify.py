@@ -40,11 +40,13 @@ from typing import Any, Callable, Iterator
 
 from ftmbctl import sweeps
 from ftmbctl.causes import describe, likely_causes, source_findings, suspects
+from ftmbctl.components import lose, parse_components
 from ftmbctl.crash import CrashPoint, chain_points, image_spec, image_view, select_points, write_image
 from ftmbctl.errors import (MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, DamagedRun, FtmbError, MiddleboxError, UsageError,
                             check_range, writes_to)
 from ftmbctl.hashing import hash64
 from ftmbctl.locking import exclusive
+from ftmbctl.promises import broken_promises, judged
 from ftmbctl.recovery import RecoveryResult, arrivals_from_log, make_recovery
 from ftmbctl.rundir import SNAPSHOT_CACHE, BoundedCache, RunDir
 from ftmbctl.watchdog import RecoveryTimeout, deadline
@@ -75,6 +77,9 @@ class SweepConfig:
     shard: tuple[int, int] | None = None  # (K, N): only the K-th of N parts of the selection (sweeps.py)
     executor: str = "local"  # "local": a process pool here; "dask": tasks on a Dask cluster
     scheduler: str | None = None  # the Dask scheduler's address (executor "dask")
+    # components that fail with the master (components.py; "none": the master alone), whose broken
+    # promises are then counted instead of judged (promises.py); None: judge them, lose nothing
+    also_lose: tuple[str, ...] | None = None
 
     def validate(self) -> None:
         """Each option in its range (UsageError otherwise); ``--at`` is checked against the
@@ -91,6 +96,8 @@ class SweepConfig:
             check_range("--point-timeout", self.point_timeout, 0, MAX_POINT_TIMEOUT)
         if self.shard is not None:
             sweeps.parse_shard(f"{self.shard[0]}/{self.shard[1]}")
+        if self.also_lose is not None:
+            parse_components(self.also_lose)
         if self.executor not in ("local", "dask"):
             raise UsageError(f"--executor must be local or dask, got {self.executor!r}")
         if (self.executor == "dask") != (self.scheduler is not None):
@@ -151,14 +158,14 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT,
-                 middlebox: str | None = None) -> None:
+                 middlebox: str | None = None, also_lose: tuple[str, ...] | None = None) -> None:
     """A local pool's worker: ends with the sweep, then loads what its points share."""
     exit_with_parent()  # a SIGKILLed sweep leaves no worker behind
-    load_worker(run_path, keep, scratch, timeout, middlebox)
+    load_worker(run_path, keep, scratch, timeout, middlebox, also_lose)
 
 
 def load_worker(run_path: str, keep: str | None, scratch: str, timeout: float | None = POINT_TIMEOUT,
-                middlebox: str | None = None) -> None:
+                middlebox: str | None = None, also_lose: tuple[str, ...] | None = None) -> None:
     """Per process: the run, its timeline index, and a cache that keeps only the failure-free
     snapshots the last crash points used (points come in timeline order)."""
     run = RunDir(Path(run_path))
@@ -166,7 +173,7 @@ def load_worker(run_path: str, keep: str | None, scratch: str, timeout: float | 
                    scratch=Path(scratch) / str(os.getpid()), names=run.variable_names(),
                    scheduler=run.manifest.get("scheduler", "chaos"), states=BoundedCache(SNAPSHOT_CACHE), timeout=timeout,
                    logs=BoundedCache(SNAPSHOT_CACHE * MAX_QUEUES),
-                   middlebox=middlebox,
+                   middlebox=middlebox, also_lose=None if also_lose is None else parse_components(also_lose),
                    hash_seeds_differ=record_hash_seed(run.manifest) != os.environ.get("PYTHONHASHSEED"))
 
 
@@ -179,7 +186,9 @@ def _run_point(point: CrashPoint, chain: bool) -> dict[str, Any]:
     made: list[Any] = []  # the recovery, once built: the deadline and the error paths look at it
     try:
         with deadline(w["timeout"], lambda: made[0].sched.threads if made else []):
-            found, verdict["recovery"] = _recover_and_check(point, chain, made)
+            found, verdict["recovery"], promises = _recover_and_check(point, chain, made)
+            if promises is not None:
+                verdict["promises_broken"] = promises
     except RecoveryTimeout as exc:  # the middlebox (or its replay) never returned
         found = [_timeout_violation(exc, w, made[0] if made else None)]
     except MiddleboxError as exc:  # the middlebox broke: a verdict on this point, and the sweep goes on
@@ -200,11 +209,15 @@ def _evidence(w: dict[str, Any], res: RecoveryResult | None) -> dict[str, Any]:
 
 
 def _recover_and_check(point: CrashPoint, chain: bool,
-                       made: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Build the crash image of ``point``, recover from it, compare: (violations, recovery summary)."""
+                       made: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, int] | None]:
+    """Build the crash image of ``point``, recover from it, compare: (violations, recovery summary,
+    the promises broken by kind when the sweep measures them, else None)."""
     w = _WORKER
     run: RunDir = w["run"]
     spec = image_spec(run, w["events"], point)
+    loss = None if w["also_lose"] is None else lose(run, w["events"], point, spec, w["also_lose"])
+    if loss is not None:
+        spec = loss.spec
     if w["keep"] is not None:
         dest = w["keep"] / f"crash-{point.event:06d}-{point.variant}"
         with writes_to(dest):
@@ -214,13 +227,18 @@ def _recover_and_check(point: CrashPoint, chain: bool,
     out = w["scratch"] / "recovered"
     if out.exists():
         shutil.rmtree(out)
-    recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run, middlebox=w["middlebox"])
+    recovery = make_recovery(image, arrivals_from_log(run), out, compare_with=run, middlebox=w["middlebox"],
+                             loss=loss)
     made.append(recovery)
     recovery.reference_states = w["states"]  # failure-free snapshots: the last few decoded, kept per process
     recovery.reference_logs = w["logs"]  # and the failure-free queue records that follow them
     recovery.scratch = w["keep"] is None
     res = recovery.recover()
-    return check_point(res, out, w["names"], chain, _evidence(w, res)), _summary(res)
+    found = check_point(res, out, w["names"], chain, _evidence(w, res))
+    if loss is None:
+        return found, _summary(res), None
+    recovered = [output.output_id for output in RunDir(out).outputs()]
+    return judged(found), _summary(res), broken_promises(res, recovered, loss.released)
 
 
 def _timeout_violation(exc: RecoveryTimeout, w: dict[str, Any], recovery: Any) -> dict[str, Any]:
@@ -415,6 +433,8 @@ def _sweep(run_path: Path, cfg: SweepConfig, progress: Callable[[int, int], None
     todo = sorted(set(points) | chain)
     selection = {"at": cfg.at, "every": cfg.every, "random": cfg.sample, "all": cfg.everything, "torn": cfg.torn,
                  "events": len(events), "snapshot_chain": len(chain), "chain_sample": cfg.chain_sample}
+    if cfg.also_lose is not None:  # absent: a plain sweep, whose results are as they always were
+        selection["also_lose"] = list(parse_components(cfg.also_lose))
     spec = cfg.middlebox or run.manifest["middlebox"]["spec"]
     sid = sweeps.sweep_id(selection, spec)
     shard = None
@@ -464,7 +484,7 @@ def _run_local(run: RunDir, todo: list[CrashPoint], chained: list[bool], cfg: Sw
         with _hash_seed_for_children(hash_seed), interruptible("the sweep stopped; no results were written"), \
                 ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                                     initargs=(str(run.path), keep, scratch, cfg.point_timeout,
-                                              cfg.middlebox)) as pool, _stopped_on_error(pool):
+                                              cfg.middlebox, cfg.also_lose)) as pool, _stopped_on_error(pool):
             chunk = max(1, min(4, len(todo) // (4 * jobs)))
             for i, verdict in enumerate(pool.map(_run_point, todo, chained, chunksize=chunk)):
                 results.append(verdict)
