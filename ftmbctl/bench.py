@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ftmbctl import defaults
 from ftmbctl import records as rec
 from ftmbctl.bench_memory import measure_peak_rss
 from ftmbctl.bundled import BUNDLED_TRACE, MAKE_TRACE
@@ -36,6 +36,7 @@ from ftmbctl.queuelog import QueueDecoder
 from ftmbctl.record import RecordConfig, record
 from ftmbctl.recovery import Recovery
 from ftmbctl.rundir import RunDir
+from ftmbctl.stats import median, percentile
 from ftmbctl.store import CHUNK_HEADER
 from ftmbctl.verify import SweepConfig, sweep, usable_cpus
 
@@ -73,11 +74,11 @@ class MeasurementFailed(FtmbError):
 class BenchConfig:
     trace: Path = BUNDLED_TRACE
     middlebox: str = "nat"
-    queues: int = 4
+    queues: int = defaults.QUEUES
     scheduler: str = "chaos"  # of the record runs behind record_overhead, record_vs_parse, replay, sweep
-    snapshot_every: int = 1000
-    flush_every: int = 32
-    seed: int = 1
+    snapshot_every: int = defaults.SNAPSHOT_EVERY
+    flush_every: int = defaults.FLUSH_EVERY
+    seed: int = defaults.SEED
     repeat: int | None = None  # measured record pairs after one warm-up pair (default 7, quick 2)
     quick: bool = False
     only: list[str] = field(default_factory=list)  # empty: every metric
@@ -115,18 +116,6 @@ class BenchConfig:
 
 
 # ---- small pure helpers ----
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least p% of the values at or below it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ftmbctl import defaults
 from ftmbctl.bundled import MAKE_TRACE
 from ftmbctl.errors import FtmbError
 
@@ -69,8 +70,8 @@ def _ftmbctl(*args: str) -> list[str]:
     return [sys.executable, "-m", "ftmbctl", *args]
 
 
-def measure_peak_rss(packets: int, workdir: Path, middlebox: str = "nat", queues: int = 4, seed: int = 1,
-                     sample: int = 20, jobs: int = 1,
+def measure_peak_rss(packets: int, workdir: Path, middlebox: str = "nat", queues: int = defaults.QUEUES,
+                     seed: int = defaults.SEED, sample: int = 20, jobs: int = 1,
                      progress: Callable[[str], None] | None = None) -> dict:
     """Make a ``packets``-packet trace in ``workdir``, record it, crash-replay ``sample`` random
     points (plus the snapshot chain) and verify, each in its own process; return each stage's

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from ftmbctl import __version__
+from ftmbctl import __version__, defaults
 from ftmbctl.bundled import BUNDLED_TRACE
 from ftmbctl.errors import (MACHINE_ERRNOS, MAX_POINT_TIMEOUT, MAX_QUEUES, SEED_MAX, U32_MAX, FtmbError,
                             MachineError, range_text, writes_to)
@@ -111,15 +111,15 @@ def record(
     middlebox: str = typer.Option("nat", "--middlebox", "-m",
                                   help="Built-in name (see `ftmbctl middleboxes`), package.module:Class or path/to/file.py:Class."),
     mb_opt: list[str] = typer.Option([], "--mb-opt", help="Middlebox option key=value (repeatable)."),
-    queues: int = typer.Option(4, "--queues", "-q", help=f"Number of queues (worker threads) {QUEUES}."),
-    snapshot_every: int = typer.Option(1000, "--snapshot-every",
+    queues: int = typer.Option(defaults.QUEUES, "--queues", "-q", help=f"Number of queues (worker threads) {QUEUES}."),
+    snapshot_every: int = typer.Option(defaults.SNAPSHOT_EVERY, "--snapshot-every",
                                        help=f"Take a snapshot every N input packets {PER_PACKETS}."),
-    flush_every: int = typer.Option(32, "--flush-every", help="Flush a log after N records (and whenever a queue "
+    flush_every: int = typer.Option(defaults.FLUSH_EVERY, "--flush-every", help="Flush a log after N records (and whenever a queue "
                                                               f"goes idle) {PER_PACKETS}."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
                                         help="chaos: one queue at a time, a seeded choice at every shared access "
                                              "(reproducible); threads: real OS threads."),
-    seed: int = typer.Option(1, "--seed", help=f"Seed of the chaos schedule and of ctx.random() {SEEDS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the chaos schedule and of ctx.random() {SEEDS}."),
     mode: Mode = typer.Option(Mode.ftmb, "--mode",
                               help="ftmb: log every shared access and release outputs by dependency vectors; "
                                    "no-replay: snapshots only, outputs held until a snapshot covers them "
@@ -154,7 +154,7 @@ def record(
                        seed=seed, mode=mode.value, force=force, strict=strict, guard=guard.value)
     render.note(f"recording {trace} through {middlebox}: {queues} queues, {scheduler.value} scheduler, seed {seed}"
                 + (", no-replay mode" if mode is Mode.no_replay else ""))
-    with render.progress_bar("record") as update:
+    with render.progress_bar("record", "packets") as update:
         result = do_record(cfg, update, on_lint=render.print_record_lint)
     if result.cut_short is not None:
         render.note(f"warning: {result.cut_short.sentence('recorded')}")
@@ -288,7 +288,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to write the demo run (replaced if it exists)."),
     trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use.",
                         show_default="bundled traces/mixed.pcap"),
-    seed: int = typer.Option(1, "--seed", help=f"Seed of the chaos schedule and of the crash sample {SEEDS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the chaos schedule and of the crash sample {SEEDS}."),
 ) -> None:
     """Record the bundled trace through the NAT, crash it, recover, and verify.
 
@@ -301,10 +301,9 @@ def demo(
 
     if not trace.exists():
         _fail(f"{trace}: the bundled trace is not there; pass --trace with a capture of your own", 3)
-    cfg = RecordConfig(trace=trace, out=out, middlebox="nat", queues=4, snapshot_every=1000, flush_every=32,
-                       scheduler="chaos", seed=seed, force=True)
-    render.note(f"demo 1/2: recording {trace} through nat, 4 queues, chaos scheduler, seed {seed}")
-    with render.progress_bar("record") as update:
+    cfg = RecordConfig(trace=trace, out=out, middlebox="nat", scheduler="chaos", seed=seed, force=True)
+    render.note(f"demo 1/2: recording {trace} through nat, {cfg.queues} queues, chaos scheduler, seed {seed}")
+    with render.progress_bar("record", "packets") as update:
         result = do_record(cfg, update)
     render.print_record_summary(render.record_summary(result, "chaos"))
     render.note(f"demo 2/2: crash-replay and verify: {DEFAULT_SWEEP}")
@@ -348,7 +347,7 @@ def _run_sweep(run: Path, cfg: Any) -> Any:
     from ftmbctl import render
     from ftmbctl.verify import sweep
 
-    with render.progress_bar("crash-replay") as update:
+    with render.progress_bar("crash-replay", "crash points") as update:
         return sweep(run, cfg, update)
 
 
@@ -361,7 +360,7 @@ def crash_replay(
     every: Optional[int] = typer.Option(None, "--every", help="Crash after every K-th event [>=1]."),
     random_points: Optional[int] = typer.Option(None, "--random", help="Crash after N events drawn with --seed "
                                                                        "[>=1]."),
-    seed: int = typer.Option(1, "--seed", help=f"Seed of the --random sample {SEEDS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the --random sample {SEEDS}."),
     all_points: bool = typer.Option(False, "--all", help="Crash after every event (exhaustive)."),
     torn: bool = typer.Option(False, "--torn", help="Also crash with half of the next write on disk (a torn log "
                                                     "tail, or a half-written snapshot)."),
@@ -433,7 +432,7 @@ def crash_replay(
     if kill is not None:
         from ftmbctl.kill import kill_sweep
 
-        with render.progress_bar("killing records") as update:
+        with render.progress_bar("killing records", "records") as update:
             report = kill_sweep(run, kill, seed, middlebox, update)
     else:
         report = _run_sweep(run, cfg)
@@ -570,14 +569,14 @@ def bench(
     trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Capture to measure on.",
                         show_default="bundled traces/mixed.pcap"),
     middlebox: str = typer.Option("nat", "--middlebox", "-m", help="Middlebox to measure."),
-    queues: int = typer.Option(4, "--queues", "-q", help=f"Number of queues {QUEUES}."),
+    queues: int = typer.Option(defaults.QUEUES, "--queues", "-q", help=f"Number of queues {QUEUES}."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
                                         help="Scheduler of the record runs behind record_overhead, "
                                              "record_vs_parse, replay and the sweep (release_delay uses threads)."),
-    snapshot_every: int = typer.Option(1000, "--snapshot-every",
+    snapshot_every: int = typer.Option(defaults.SNAPSHOT_EVERY, "--snapshot-every",
                                        help=f"Take a snapshot every N input packets {PER_PACKETS}."),
-    flush_every: int = typer.Option(32, "--flush-every", help=f"Flush a log after N records {PER_PACKETS}."),
-    seed: int = typer.Option(1, "--seed", help=f"Seed of the chaos schedule {SEEDS}."),
+    flush_every: int = typer.Option(defaults.FLUSH_EVERY, "--flush-every", help=f"Flush a log after N records {PER_PACKETS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the chaos schedule {SEEDS}."),
     repeat: Optional[int] = typer.Option(None, "--repeat", help="Measured record pairs after a warm-up pair "
                                                                 "(default 7, 2 with --quick) [>=1]."),
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes: under a minute."),

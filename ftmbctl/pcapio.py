@@ -325,6 +325,21 @@ def _iter_pcap(src: Source, buf: bytes) -> Iterator[RawPacket]:
         pos = end
 
 
+def stream_size(path: str | os.PathLike) -> int:
+    """The bytes a reader of the capture decodes: the file's size, or for a gzipped one the size
+    its trailer gives (ISIZE: exact below 4 GiB, modulo 2^32 above). 0 when it cannot be told.
+    For a progress estimate only: nothing is decided by it."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if handle.read(2) != _GZIP_MAGIC or size < 18:
+                return size
+            handle.seek(-4, os.SEEK_END)
+            return int.from_bytes(handle.read(4), "little")
+    except OSError:
+        return 0
+
+
 def iter_packets(path: str | os.PathLike, *, strict: bool = False,
                  on_cut: Callable[[CutShort], None] | None = None) -> Iterator[RawPacket]:
     """Yield every packet of a pcap or pcapng file (gzipped or not), in file order.

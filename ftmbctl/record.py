@@ -20,26 +20,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ftmbctl import defaults
 from ftmbctl import records as rec
 from ftmbctl.context import Context, LiveSource, VanillaContext
 from ftmbctl.errors import (MAX_QUEUES, SEED_MAX, U32_MAX, BadInput, FtmbError, MachineError, MiddleboxError,
                             UsageError, check_range)
 from ftmbctl.flowhash import flow_queue
-from ftmbctl.hashing import file_sha256, hash64
-from ftmbctl.locking import exclusive
-from ftmbctl.manifest import read_manifest, write_manifest
-from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
-from ftmbctl.pcapio import CutShort, RawPacket, check_capture_file, iter_packets
-from ftmbctl.scheduler import WorkerFailed, make_scheduler
-from ftmbctl.shared import SharedState, SharedVar
-from ftmbctl.signals import handling
-from ftmbctl.trust import source_sha256
-from ftmbctl.lint import lint_class
 from ftmbctl.guard import MODES as GUARD_MODES
 from ftmbctl.guard import Guard, guarding
 from ftmbctl.guard import sentence as guard_sentence
+from ftmbctl.hashing import file_sha256, hash64
+from ftmbctl.lint import lint_class
+from ftmbctl.locking import exclusive
+from ftmbctl.manifest import read_manifest, write_manifest
+from ftmbctl.middlebox import Middlebox, Packet, build_middlebox
+from ftmbctl.pcapio import CutShort, RawPacket, check_capture_file, iter_packets, stream_size
+from ftmbctl.scheduler import WorkerFailed, make_scheduler
+from ftmbctl.shared import SharedState, SharedVar
+from ftmbctl.signals import handling
 from ftmbctl.snapshot import FLAG_FINAL, encode_snapshot, snapshot_name, write_atomically
 from ftmbctl.storage import QueueLog, Storage
+from ftmbctl.trust import source_sha256
 
 MAX_BATCH_BYTES = 8 << 20  # an input chunk is flushed early rather than grow past this (readers cap chunks)
 
@@ -53,11 +54,11 @@ class RecordConfig:
     out: Path
     middlebox: str = "nat"
     mb_opts: list[str] = field(default_factory=list)
-    queues: int = 4
-    snapshot_every: int = 1000
-    flush_every: int = 32
+    queues: int = defaults.QUEUES
+    snapshot_every: int = defaults.SNAPSHOT_EVERY
+    flush_every: int = defaults.FLUSH_EVERY
     scheduler: str = "chaos"
-    seed: int = 1
+    seed: int = defaults.SEED
     mode: str = "ftmb"  # "ftmb", "no-replay" (snapshots only, DESIGN §8) or "vanilla" (nothing written)
     force: bool = False
     strict: bool = False  # refuse a trace cut short in its last packet instead of recording the packets before
@@ -150,6 +151,21 @@ class RecordContext(Context):
         if len(items) >= self.flush_every:
             self.storage.flush_queue(self.queue)
         return value
+
+
+class TotalEstimate:
+    """How many packets a capture holds, estimated as it is read: its decoded size over the bytes
+    a packet took so far (record header and data), corrected at every packet and never below the
+    packets already read. For the progress bar only."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.read = 0  # bytes of the packets read so far, record headers included
+
+    def total(self, count: int) -> int:
+        if not self.size or not self.read:
+            return 0
+        return max(count, round(count * self.size / self.read))
 
 
 def derive_seed(*parts: object) -> int:
@@ -464,6 +480,7 @@ class Recorder:
         snapshot_number = self.start_number
         advance = getattr(sched, "advance_to", None)
         pack = rec.INPUT.pack
+        estimate = TotalEstimate(stream_size(cfg.trace)) if self.progress is not None else None
         for raw_pkt in self._input_packets():
             if self.interrupted is not None:  # Ctrl-C or SIGTERM: end here, at a packet boundary
                 self.result.interrupted = f"{self.interrupted} after {count:,} packets"
@@ -489,13 +506,15 @@ class Recorder:
             if pending >= cfg.flush_every or len(raw) >= MAX_BATCH_BYTES:
                 self._flush_batch(raw, pending, batch)
                 raw, pending = bytearray(), 0
-            if self.progress is not None and count % 256 == 0:
-                self.progress(count, 0)
+            if estimate is not None:
+                estimate.read += 16 + len(raw_pkt.data)
+                if count % 256 == 0:
+                    self.progress(count, estimate.total(count))
             sched.io_point()
         if pending:
             self._flush_batch(raw, pending, batch)
         if self.progress is not None:
-            self.progress(count, 0)
+            self.progress(count, count)
         return count
 
     def _flush_batch(self, raw: bytearray, pending: int, batch: list[list[Packet]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -14,6 +15,9 @@ from rich.text import Text
 
 from ftmbctl.report import (invariant_summaries, likely, lost_words, point_firsts, promise_rows, short_label,
                             violation_detail)
+from ftmbctl.stats import percentile
+
+PROGRESS_EVERY_S = 5.0  # between two progress lines where there is no terminal
 
 # Markup and emoji codes off: paths, class names and messages come from users, and "[red]" in a
 # file name or ":fire:" in a class name must print as written. Styles are given as Text objects.
@@ -32,20 +36,47 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; yields ``update(done, total)``. Silent when stderr is not a terminal."""
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
-    task = bar.add_task(label, total=None)
-    with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total or None)
+def progress_bar(label: str, unit: str = "") -> Iterator[Callable[[int, int], None]]:
+    """Progress on stderr; yields ``update(done, total)`` (total 0: not known). On a terminal, a
+    bar; elsewhere (a CI log, a pipe), a line every PROGRESS_EVERY_S seconds with the count, the
+    rate and the time left, so a long job is seen to move."""
+    if stderr.is_terminal:
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=stderr, transient=True)
+        task = bar.add_task(label, total=None)
+        with bar:
+            yield lambda done, total: bar.update(task, completed=done, total=total or None)
+        return
+    started = time.monotonic()
+    last = [started]
+
+    def update(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S:
+            last[0] = now
+            note(progress_line(label, done, total, now - started, unit))
+
+    yield update
 
 
-def percentile(values: list[int], p: float) -> int | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+def progress_line(label: str, done: int, total: int, seconds: float, unit: str = "") -> str:
+    """"record: 12,288/40,000 packets (31%), 8,150 packets/s, about 3 s left"."""
+    what = f" {unit}" if unit else ""
+    line = f"{label}: {done:,}" + (f"/{total:,}{what} ({done / total:.0%})" if total else what)
+    rate = done / seconds if seconds > 0 else 0.0
+    if rate:
+        line += f", {rate:,.0f}{what}/s" if rate >= 10 else f", {rate:.1f}{what}/s"
+        if total and total > done:
+            line += f", about {human_seconds((total - done) / rate)} left"
+    return line
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def human_ns(ns: int | None) -> str:

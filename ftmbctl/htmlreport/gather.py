@@ -9,7 +9,6 @@ map draws at most ``MAP_POINTS`` points (every failing one first). Whatever is s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
@@ -18,6 +17,7 @@ from ftmbctl import records as rec
 from ftmbctl.errors import BadInput
 from ftmbctl.rundir import RunDir
 from ftmbctl.snapshot import snapshot_name
+from ftmbctl.stats import percentile
 from ftmbctl.store import FILE_HEADER
 from ftmbctl.verify import SweepReport, load_report
 
@@ -43,10 +43,8 @@ class Delays:
         return len(self.sample) < self.outputs
 
     def quantile(self, p: float) -> int | None:
-        """Nearest-rank quantile (p in 0..1) of the delays read."""
-        if not self.sample:
-            return None
-        return self.sample[min(len(self.sample) - 1, max(0, math.ceil(p * len(self.sample)) - 1))]
+        """Nearest-rank quantile (p in 0..1) of the delays read, as every report takes it."""
+        return percentile(self.sample, p * 100)
 
     @property
     def at_once(self) -> int:
