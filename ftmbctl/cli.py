@@ -26,7 +26,9 @@ app = typer.Typer(
     help="Record a middlebox on a pcap the FTMB way, crash it anywhere, recover, and verify that it "
          "kept every promise it made to the network.",
     no_args_is_help=True,
-    add_completion=False,
+    # Click's own help layout, not rich's: it wraps every paragraph to the terminal (80 columns
+    # in a pipe), shows a flag without a type and an argument by its metavar (TRACE).
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -107,30 +109,30 @@ def main_options(
 @app.command()
 @handles_errors
 def record(
-    trace: Path = typer.Argument(..., help="Capture to replay through the middlebox (pcap or pcapng, may be gzipped)."),
+    trace: Path = typer.Argument(..., metavar="TRACE", help="Capture to replay through the middlebox (pcap or pcapng, may be gzipped)."),
     middlebox: str = typer.Option("nat", "--middlebox", "-m",
-                                  help="Built-in name (see `ftmbctl middleboxes`), package.module:Class or path/to/file.py:Class."),
-    mb_opt: list[str] = typer.Option([], "--mb-opt", help="Middlebox option key=value (repeatable)."),
-    queues: int = typer.Option(defaults.QUEUES, "--queues", "-q", help=f"Number of queues (worker threads) {QUEUES}."),
+                                  metavar="SPEC", help="Built-in name (see `ftmbctl middleboxes`), package.module:Class or path/to/file.py:Class."),
+    mb_opt: list[str] = typer.Option([], "--mb-opt", metavar="KEY=VALUE", help="Middlebox option key=value (repeatable)."),
+    queues: int = typer.Option(defaults.QUEUES, "--queues", "-q", metavar="N", help=f"Number of queues (worker threads) {QUEUES}."),
     snapshot_every: int = typer.Option(defaults.SNAPSHOT_EVERY, "--snapshot-every",
-                                       help=f"Take a snapshot every N input packets {PER_PACKETS}."),
-    flush_every: int = typer.Option(defaults.FLUSH_EVERY, "--flush-every", help="Flush a log after N records (and whenever a queue "
+                                       metavar="N", help=f"Take a snapshot every N input packets {PER_PACKETS}."),
+    flush_every: int = typer.Option(defaults.FLUSH_EVERY, "--flush-every", metavar="N", help="Flush a log after N records (and whenever a queue "
                                                               f"goes idle) {PER_PACKETS}."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
-                                        help="chaos: one queue at a time, a seeded choice at every shared access "
+                                        metavar="chaos|threads", help="chaos: one queue at a time, a seeded choice at every shared access "
                                              "(reproducible); threads: real OS threads."),
-    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the chaos schedule and of ctx.random() {SEEDS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", metavar="N", help=f"Seed of the chaos schedule and of ctx.random() {SEEDS}."),
     mode: Mode = typer.Option(Mode.ftmb, "--mode",
-                              help="ftmb: log every shared access and release outputs by dependency vectors; "
+                              metavar="ftmb|no-replay", help="ftmb: log every shared access and release outputs by dependency vectors; "
                                    "no-replay: snapshots only, outputs held until a snapshot covers them "
                                    "(the baseline FTMB is measured against)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Run directory to write."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it is an existing run directory."),
     strict: bool = typer.Option(False, "--strict", help="Refuse a capture cut short inside its last packet (what "
                                                         "a killed tcpdump leaves) instead of recording the "
                                                         "complete packets before the cut."),
     guard: GuardMode = typer.Option(GuardMode.warn, "--guard",
-                                    help="Watch the middlebox while it runs for calls a replay cannot reproduce "
+                                    metavar="warn|error|off", help="Watch the middlebox while it runs for calls a replay cannot reproduce "
                                          "(wall clock, random, os.urandom, uuid, the environment): warn names "
                                          "each place once; error stops the record (exit 1); off."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -169,10 +171,10 @@ def record(
 @app.command()
 @handles_errors
 def inspect(
-    run: Path = typer.Argument(..., help="Run directory (or crash image)."),
-    file: Optional[str] = typer.Argument(None, help="A file of the run: input.log, pal-<q>.log, output.log, "
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory (or crash image)."),
+    file: Optional[str] = typer.Argument(None, metavar="FILE", help="A file of the run: input.log, pal-<q>.log, output.log, "
                                                     "timeline.log, snapshots/snap-NNNNNN.snap, reference.snap, manifest.json."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="List at most N records (all chunks are still listed) [>=0]."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="List at most N records (all chunks are still listed) [>=0]."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """List what a run holds, or one of its files chunk by chunk.
@@ -200,9 +202,9 @@ def inspect(
 @app.command()
 @handles_errors
 def export(
-    run: Path = typer.Argument(..., help="Run directory."),
-    outputs: Optional[Path] = typer.Option(None, "--outputs", help="Capture file to write the released output packets to."),
-    alerts: Optional[Path] = typer.Option(None, "--alerts", help="JSON-lines file to write the released alerts to."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory."),
+    outputs: Optional[Path] = typer.Option(None, "--outputs", metavar="PCAP", help="Capture file to write the released output packets to."),
+    alerts: Optional[Path] = typer.Option(None, "--alerts", metavar="FILE", help="JSON-lines file to write the released alerts to."),
 ) -> None:
     """Write the released outputs of a run as a capture file (pcap, or pcapng for mixed link types),
     and its released alerts as JSON lines."""
@@ -285,10 +287,10 @@ def lint(
 @app.command()
 @handles_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to write the demo run (replaced if it exists)."),
-    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Trace to use.",
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", metavar="DIR", help="Where to write the demo run (replaced if it exists)."),
+    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", metavar="PCAP", help="Trace to use.",
                         show_default="bundled traces/mixed.pcap"),
-    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the chaos schedule and of the crash sample {SEEDS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", metavar="N", help=f"Seed of the chaos schedule and of the crash sample {SEEDS}."),
 ) -> None:
     """Record the bundled trace through the NAT, crash it, recover, and verify.
 
@@ -354,23 +356,23 @@ def _run_sweep(run: Path, cfg: Any) -> Any:
 @app.command("crash-replay")
 @handles_errors
 def crash_replay(
-    run: Path = typer.Argument(..., help="Run directory written by `ftmbctl record`."),
-    at: list[int] = typer.Option([], "--at", help="Crash right after timeline event E (repeatable) "
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by `ftmbctl record`."),
+    at: list[int] = typer.Option([], "--at", metavar="E", help="Crash right after timeline event E (repeatable) "
                                                   "[0 to the run's events - 1]."),
-    every: Optional[int] = typer.Option(None, "--every", help="Crash after every K-th event [>=1]."),
-    random_points: Optional[int] = typer.Option(None, "--random", help="Crash after N events drawn with --seed "
+    every: Optional[int] = typer.Option(None, "--every", metavar="K", help="Crash after every K-th event [>=1]."),
+    random_points: Optional[int] = typer.Option(None, "--random", metavar="N", help="Crash after N events drawn with --seed "
                                                                        "[>=1]."),
-    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the --random sample {SEEDS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", metavar="N", help=f"Seed of the --random sample {SEEDS}."),
     all_points: bool = typer.Option(False, "--all", help="Crash after every event (exhaustive)."),
     torn: bool = typer.Option(False, "--torn", help="Also crash with half of the next write on disk (a torn log "
                                                     "tail, or a half-written snapshot)."),
-    keep: Optional[Path] = typer.Option(None, "--keep", help="Write each crash image as a directory here."),
+    keep: Optional[Path] = typer.Option(None, "--keep", metavar="DIR", help="Write each crash image as a directory here."),
     chain: str = typer.Option("all", "--chain", metavar="all|none|N",
                               help="Snapshot-chain points to add: every snapshot, none, or N snapshots drawn with "
                                    "--seed, N >= 0 (the end of the run is always checked unless none)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes [>=0] (0: one per CPU this process may "
+    jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Parallel processes [>=0] (0: one per CPU this process may "
                                                      "use; more are capped to those)."),
-    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
+    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", metavar="SPEC", help=MIDDLEBOX_TO_RUN),
     kill: Optional[int] = typer.Option(None, "--kill", metavar="N",
                                        help="Instead of simulated crash points: record RUN's trace again N times in "
                                             "a child process, SIGKILL it at a moment drawn with --seed, and check "
@@ -385,7 +387,7 @@ def crash_replay(
                                              "(1 <= K <= N) and keep them as a shard; `ftmbctl verify RUN --merge` "
                                              "joins the N shards into one verdict."),
     executor: Executor = typer.Option(Executor.local, "--executor",
-                                      help="local: a pool of processes here; dask: tasks on the Dask cluster at "
+                                      metavar="local|dask", help="local: a pool of processes here; dask: tasks on the Dask cluster at "
                                            "--scheduler (pip install 'ftmbctl[dask]'; RUN at the same path on "
                                            "every worker)."),
     scheduler_address: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
@@ -451,12 +453,12 @@ def crash_replay(
 @app.command()
 @handles_errors
 def verify(
-    run: Path = typer.Argument(..., help="Run directory (with crash-replay results, or a default sweep is run)."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory (with crash-replay results, or a default sweep is run)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object: consistent, crash_points, ..."),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file, one test case per crash point."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel processes for a default sweep [>=0] (0: one per CPU "
+    junit: Optional[Path] = typer.Option(None, "--junit", metavar="FILE", help="Also write a JUnit XML file, one test case per crash point."),
+    jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Parallel processes for a default sweep [>=0] (0: one per CPU "
                                                      "this process may use; more are capped to those)."),
-    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
+    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", metavar="SPEC", help=MIDDLEBOX_TO_RUN),
     merge: list[Path] = typer.Option([], "--merge", metavar="PATH",
                                      help="Join the shard results of one sweep (`crash-replay --shard K/N`), files "
                                           "or directories holding them (repeatable), into its complete results, "
@@ -521,12 +523,12 @@ def _write_junit_error(path: Path, run: Path, exc: FtmbError) -> None:
 @app.command()
 @handles_errors
 def recover(
-    image: Path = typer.Argument(..., help="A crash image kept by `crash-replay --keep`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory for the recovered execution (not IMAGE, "
+    image: Path = typer.Argument(..., metavar="IMAGE", help="A crash image kept by `crash-replay --keep`."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Run directory for the recovered execution (not IMAGE, "
                                                       "nor inside or around it)."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="Where the packets that were not durable arrive "
+    trace: Optional[Path] = typer.Option(None, "--trace", metavar="PCAP", help="Where the packets that were not durable arrive "
                                                                "from again (default: the trace named in the manifest)."),
-    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", help=MIDDLEBOX_TO_RUN),
+    middlebox: Optional[str] = typer.Option(None, "--middlebox", "-m", metavar="SPEC", help=MIDDLEBOX_TO_RUN),
     force: bool = typer.Option(False, "--force", help="Replace --out if it is an existing run directory."),
 ) -> None:
     """Recover one crash image on its own, to debug one crash point in isolation.
@@ -534,8 +536,8 @@ def recover(
     Restores the latest intact snapshot of IMAGE, replays the causal cut in its recorded order,
     then processes the inputs that were not durable from the trace. Like a real recovery, which
     cannot know the future, it runs the accesses after the cut free (any order, live clock and
-    random values); crash-replay and verify instead follow the failure-free run's schedule there
-    and compare exactly. Exits 1 if the replay diverged from its log or an output released
+    random values), where `ftmbctl crash-replay` and verify follow the failure-free run's
+    schedule and compare exactly. Exits 1 if the replay diverged from its log or an output released
     before the crash came out different. An image
     of a --mode no-replay run is restored only: the inputs after its snapshot are lost, and it
     exits 1 if an output released before the crash is not covered by that snapshot. Other exit
@@ -566,32 +568,32 @@ def recover(
 @handles_errors
 def bench(
     ctx: typer.Context,
-    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", help="Capture to measure on.",
+    trace: Path = typer.Option(BUNDLED_TRACE, "--trace", metavar="PCAP", help="Capture to measure on.",
                         show_default="bundled traces/mixed.pcap"),
-    middlebox: str = typer.Option("nat", "--middlebox", "-m", help="Middlebox to measure."),
-    queues: int = typer.Option(defaults.QUEUES, "--queues", "-q", help=f"Number of queues {QUEUES}."),
+    middlebox: str = typer.Option("nat", "--middlebox", "-m", metavar="SPEC", help="Middlebox to measure."),
+    queues: int = typer.Option(defaults.QUEUES, "--queues", "-q", metavar="N", help=f"Number of queues {QUEUES}."),
     scheduler: Scheduler = typer.Option(Scheduler.chaos, "--scheduler",
-                                        help="Scheduler of the record runs behind record_overhead, "
+                                        metavar="chaos|threads", help="Scheduler of the record runs behind record_overhead, "
                                              "record_vs_parse, replay and the sweep (release_delay uses threads)."),
     snapshot_every: int = typer.Option(defaults.SNAPSHOT_EVERY, "--snapshot-every",
-                                       help=f"Take a snapshot every N input packets {PER_PACKETS}."),
-    flush_every: int = typer.Option(defaults.FLUSH_EVERY, "--flush-every", help=f"Flush a log after N records {PER_PACKETS}."),
-    seed: int = typer.Option(defaults.SEED, "--seed", help=f"Seed of the chaos schedule {SEEDS}."),
-    repeat: Optional[int] = typer.Option(None, "--repeat", help="Measured record pairs after a warm-up pair "
+                                       metavar="N", help=f"Take a snapshot every N input packets {PER_PACKETS}."),
+    flush_every: int = typer.Option(defaults.FLUSH_EVERY, "--flush-every", metavar="N", help=f"Flush a log after N records {PER_PACKETS}."),
+    seed: int = typer.Option(defaults.SEED, "--seed", metavar="N", help=f"Seed of the chaos schedule {SEEDS}."),
+    repeat: Optional[int] = typer.Option(None, "--repeat", metavar="N", help="Measured record pairs after a warm-up pair "
                                                                 "(default 7, 2 with --quick) [>=1]."),
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes: under a minute."),
     only: Optional[str] = typer.Option(None, "--only", metavar="METRIC[,METRIC]", help="Measure only these metrics."),
-    pair_packets: Optional[int] = typer.Option(None, "--pair-packets", help="Short trace of recovery_scaling "
+    pair_packets: Optional[int] = typer.Option(None, "--pair-packets", metavar="N", help="Short trace of recovery_scaling "
                                                                             "(the long one is 10x) [>=1]."),
     rss_packets: Optional[str] = typer.Option(None, "--rss-packets", metavar="SMALL,LARGE",
                                               help="peak_rss_ratio sizes, 1 <= SMALL < LARGE "
                                                    "(default 100000,1000000)."),
-    rss_sample: int = typer.Option(20, "--rss-sample", help="Random crash points of each peak_rss_ratio run [>=1]."),
-    sweep_points: Optional[int] = typer.Option(None, "--sweep-points", help="Random crash points of sweep_rate "
+    rss_sample: int = typer.Option(20, "--rss-sample", metavar="N", help="Random crash points of each peak_rss_ratio run [>=1]."),
+    sweep_points: Optional[int] = typer.Option(None, "--sweep-points", metavar="N", help="Random crash points of sweep_rate "
                                                                             "[>=0] (0: the snapshot chain only)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON to this file."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: every metric "
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="Also write the JSON to this file."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="FILE", help="Also write a self-contained HTML report: every metric "
                                                              "beside its target and the FTMB paper's figures."),
 ) -> None:
     """Measure what FTMB costs and how recovery scales, each metric beside its target.
@@ -650,9 +652,9 @@ def bench(
 @app.command()
 @handles_errors
 def report(
-    run: Path = typer.Argument(..., help="Run directory with crash results (written by crash-replay, or by verify's "
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory with crash results (written by crash-replay, or by verify's "
                                          "default sweep)."),
-    html: Path = typer.Option(..., "--html", help="HTML file to write: one self-contained file that opens offline."),
+    html: Path = typer.Option(..., "--html", metavar="FILE", help="HTML file to write: one self-contained file that opens offline."),
     compare: Optional[Path] = typer.Option(None, "--compare", metavar="RUN2",
                                            help="Another run of the same trace (typically recorded with --mode "
                                                 "no-replay) whose release delays are drawn beside RUN's; it needs "

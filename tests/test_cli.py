@@ -659,7 +659,7 @@ def test_top_level_help_lists_every_command() -> None:
     ok(result)
     assert "--version" in result.stdout and "--help" in result.stdout
     for command in HELP_OPTIONS:
-        assert re.search(rf"│ {re.escape(command)} ", result.stdout), command
+        assert re.search(rf"^  {re.escape(command)} ", result.stdout, re.MULTILINE), command
 
 
 def test_no_arguments_shows_help() -> None:

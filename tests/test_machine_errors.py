@@ -202,7 +202,8 @@ def test_a_failed_results_write_leaves_the_previous_results(
     assert line == f"error: {results}: cannot write (No space left on device)"
     monkeypatch.undo()
     assert results.read_bytes() == before
-    assert sorted(p.name for p in results.parent.iterdir()) == ["results.json"]
+    assert sorted(p.name for p in results.parent.iterdir()) == ["results.json", "sweeps"]
+    assert not list(results.parent.rglob("*.tmp"))  # no half-written file anywhere
     assert cli("verify", run).exit_code == 0
 
 
