@@ -320,22 +320,14 @@ class ChaosScheduler:
                 self._block(q)
         except (_Abort, greenlet.GreenletExit):
             return
-        except Exception as exc:  # a middlebox bug: hand the baton to io, which reports it
+        except BaseException as exc:  # a middlebox bug, or an interrupt: io reports it (_check)
             if self.aborted:  # the run was given up (a recovery past its deadline): no one waits for it
                 return
             self.error = exc
             self.done[q] = True
             self.alive -= 1
             self._ready = None
-            greenlet.getcurrent().parent = self.actors[self.io]
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: io raises them as they are
-            if self.aborted:
-                return
-            self.error = exc
-            self.done[q] = True
-            self.alive -= 1
-            self._ready = None
-            greenlet.getcurrent().parent = self.actors[self.io]
+            greenlet.getcurrent().parent = self.actors[self.io]  # ending returns there
 
     # ---- io ----
     def io_point(self) -> None:
