@@ -94,11 +94,15 @@ def test_correct_box_with_a_stable_hash_gives_no_alarm_under_pinned_hash_seeds(s
 
 @pytest.mark.parametrize("mutant", ["StrHashClass", "SetOrderClass"])
 def test_salted_hash_bugs_fail_with_pinned_hash_seed(small_trace_head, tmp_path: Path, mutant: str) -> None:
-    """Record and crash-replay both run with PYTHONHASHSEED=0; recovery workers still get another."""
+    """Record and crash-replay both run with PYTHONHASHSEED=0; recovery workers still get another.
+
+    The middlebox is named relative to the checkout (the commands run there): the run id, and the
+    recovery's hash seed drawn from it, are then the same wherever the checkout is, and so is
+    whether a set of a few str comes out in another order under it."""
     run = tmp_path / "run"
     trace = small_trace_head(PACKETS)
-    recorded = cli("record", trace, "-m", spec(mutant), "-q", 2, "--snapshot-every", SNAPSHOT_EVERY, "--out", run,
-                   hash_seed="0")
+    recorded = cli("record", trace, "-m", f"{MUTANTS.relative_to(ROOT)}:{mutant}", "-q", 2, "--snapshot-every",
+                   SNAPSHOT_EVERY, "--out", run, hash_seed="0")
     assert recorded.returncode == 0, recorded.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["python_hash_seed"] == "0"
