@@ -53,6 +53,7 @@ def run_points(run: RunDir, todo: list[CrashPoint], chained: list[bool], cfg: An
         from distributed import Client, as_completed
     except ImportError:
         raise UsageError("--executor dask needs Dask's distributed scheduler: pip install 'ftmbctl[dask]'") from None
+    check_address(cfg.scheduler)
     digest = manifest_sha256(run.path)
     try:
         client = Client(cfg.scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
@@ -81,6 +82,20 @@ def run_points(run: RunDir, todo: list[CrashPoint], chained: list[bool], cfg: An
         finally:
             client.cancel([f for f in futures if not f.done()])
     return [r for r in results if r is not None], ", ".join(sorted(seeds))
+
+
+def check_address(address: str) -> None:
+    """A scheduler address Dask can parse (``tcp://host:port``, ``host:port``, ``tls://...``),
+    or one sentence: a malformed one would only fail inside Dask's client, noisily."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme != "inproc":
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--scheduler {address!r} is not a Dask scheduler address such as tcp://10.0.0.5:8786 "
+                         f"({exc})") from None
 
 
 def run_task(point: CrashPoint, chain: bool, run_path: str, digest: str, keep: str | None,

@@ -136,6 +136,8 @@ def test_an_unreachable_scheduler_is_one_sentence_exit_2(run: Path) -> None:
     result = cli("crash-replay", run, "--every", "9", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert result.exit_code == 2 and "no Dask scheduler answers there" in result.stderr
     assert "Traceback" not in result.stderr
+    malformed = cli("crash-replay", run, "--every", "9", "--executor", "dask", "--scheduler", "nonsense")
+    assert malformed.exit_code == 2 and "is not a Dask scheduler address" in malformed.stderr
     lone = cli("crash-replay", run, "--executor", "dask")
     assert lone.exit_code == 2 and "--scheduler" in lone.stderr
 
