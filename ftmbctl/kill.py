@@ -164,11 +164,11 @@ def kill_points(run: RunDir, kills: int, seed: int, spec: str, names: dict[int, 
 def kill_sweep(run_path: Path, kills: int, seed: int, middlebox: str | None = None,
                progress: Callable[[int, int], None] | None = None) -> Any:
     """``crash-replay --kill N``: N real crashes of RUN's record, checked; results written under
-    RUN like a sweep's."""
-    import json
+    RUN like a sweep's (sweeps.py: kept by their selection, and the latest results.json)."""
+    from datetime import datetime, timezone
 
-    from ftmbctl.snapshot import write_atomically
-    from ftmbctl.verify import RESULTS, SweepReport, record_hash_seed
+    from ftmbctl import sweeps
+    from ftmbctl.verify import SweepReport, record_hash_seed
 
     if kills < 1:
         from ftmbctl.errors import UsageError
@@ -179,9 +179,11 @@ def kill_sweep(run_path: Path, kills: int, seed: int, middlebox: str | None = No
     spec = middlebox or run.manifest["middlebox"]["spec"]
     started = time.perf_counter()
     points = kill_points(run, kills, seed, spec, run.variable_names(), progress)
-    report = SweepReport(str(run.path), points, seed, {"kill": kills, "events": len(run.events())},
-                         time.perf_counter() - started, middlebox={"name": mb.name, "spec": spec},
-                         hash_seeds={"record": record_hash_seed(run.manifest), "recovery": python_hash_seed()})
-    (run.path / RESULTS).parent.mkdir(exist_ok=True)
-    write_atomically(run.path / RESULTS, (json.dumps(report.as_dict(), indent=1) + "\n").encode(), sync=False)
+    selection = {"kill": kills, "seed": seed, "events": len(run.events())}
+    report = SweepReport(str(run.path), points, seed, selection, time.perf_counter() - started,
+                         middlebox={"name": mb.name, "spec": spec},
+                         hash_seeds={"record": record_hash_seed(run.manifest), "recovery": python_hash_seed()},
+                         run_id=run.manifest["run_id"], sweep_id=sweeps.sweep_id(selection, spec),
+                         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report.kept_in = str(sweeps.save(run.path, report.as_dict()))
     return report

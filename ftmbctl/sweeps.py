@@ -175,6 +175,8 @@ def selection_text(selection: dict[str, Any]) -> str:
         parts.append("torn variants")
     if selection.get("snapshot_chain"):
         parts.append("snapshot chain")
+    if selection.get("kill"):
+        parts.append(f"{selection['kill']} killed records")
     lost = selection.get("also_lose")
     if isinstance(lost, list):  # crash-replay --also-lose: another sweep than the plain one
         parts.append(f"{' and '.join(map(str, lost))} lost with the master" if lost else "promises measured")
