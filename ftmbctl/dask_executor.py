@@ -13,9 +13,9 @@ A worker that dies takes its task with it: Dask runs it again elsewhere (``retri
 point's verdict is kept once, by its position, however many times it ran. A worker process runs
 one crash point at a time (a recovery's scratch directory and caches are per process), so
 start workers with one thread each (``dask worker ADDRESS --nthreads 1 --nworkers N``) to use
-every core. Tasks run off the worker's main thread, where no signal can interrupt them: the
-per-point deadline (``--point-timeout``) does not apply, and a middlebox that loops forever
-holds its worker.
+every core. Tasks run off the worker's main thread; the per-point deadline (``--point-timeout``)
+reaches them all the same (watchdog.py), so a middlebox that loops forever fails its point and
+the worker goes on.
 """
 
 from __future__ import annotations

@@ -154,3 +154,23 @@ def test_a_worker_that_cannot_see_the_run_or_sees_another_fails_the_task_in_one_
     assert other["exit_code"] == 3 and "sees another run" in other["error"]
     good = run_task(CrashPoint(1), False, str(run), digest, None, None, None)
     assert good["verdict"]["event"] == 1 and good["hash_seed"] == os.environ.get("PYTHONHASHSEED", "random")
+
+
+def test_on_dask_a_middlebox_that_loops_fails_at_the_deadline(small_trace: Path, tmp_path: Path) -> None:
+    """Dask runs tasks on a pool of threads, where no signal reaches: the deadline still ends the
+    recovery (a timer thread raises it), and the worker goes on with the next point."""
+    distributed = pytest.importorskip("distributed")
+    spec = f"{Path(__file__).resolve().parent / 'mutants' / 'exactness_mutants.py'}:LoopsAfterRestore"
+    run = tmp_path / "run"
+    record(RecordConfig(trace=small_trace, out=run, middlebox=spec, queues=2, snapshot_every=8))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        report = sweep(run, SweepConfig(middlebox=spec, at=[5], chain=True, chain_sample=1, point_timeout=1.5,
+                                        executor="dask", scheduler=cluster.scheduler_address))
+    hung = [p for p in report.points if not p["consistent"]]
+    assert hung and any(p["consistent"] for p in report.points)
+    for point in hung:
+        (violation,) = point["violations"]
+        assert violation["invariant"] == "recovery-completes"
+        assert violation["message"].startswith("recovery did not finish within 1.5 s")
+        assert point["seconds"] < 10
