@@ -174,3 +174,24 @@ def test_on_dask_a_middlebox_that_loops_fails_at_the_deadline(small_trace: Path,
         assert violation["invariant"] == "recovery-completes"
         assert violation["message"].startswith("recovery did not finish within 1.5 s")
         assert point["seconds"] < 10
+
+
+def test_on_dask_a_worker_that_dies_mid_sweep_loses_no_point_and_counts_none_twice(run: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    import signal
+
+    local = sweep(run, SweepConfig(**{**SELECTION, "every": 2}))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        killed: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            if not killed and done >= 3:  # a few points in: one worker process dies with its task
+                killed.append(pids[0])
+                os.kill(pids[0], signal.SIGKILL)
+
+        remote = sweep(run, SweepConfig(**{**SELECTION, "every": 2, "jobs": 0}, executor="dask",
+                                        scheduler=cluster.scheduler_address), progress)
+    assert killed
+    assert comparable(remote.points) == comparable(local.points)  # every point once, in order
