@@ -42,6 +42,16 @@ def _count_axis(axis: Any) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
 
 
+def _packets_against_time(fig: Any, ax: Any, xlabel: str, ylabel: str) -> None:
+    """The axes and legend of a scatter of crash points: packets on x, milliseconds on y, from 0."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _count_axis(ax.xaxis)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    fig.legend(loc="outside upper center", ncols=3)
+
+
 def _time_axis(axis: Any) -> None:
     """Ticks of an axis in nanoseconds, written with their unit: "10 µs", "2 ms"."""
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: duration(v)))
@@ -72,12 +82,8 @@ def crash_map(points: Sequence[MapPoint], boundaries: Sequence[int], tips: Seque
             dots.set_gid(gid)
             if failed:
                 dots.set_urls([links[i] for i in chosen])
-        ax.set_xlabel("input packets durable at the crash (packets)")
-        ax.set_ylabel("time to recover and check (ms)")
-        _count_axis(ax.xaxis)
-        ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
-        fig.legend(loc="outside upper center", ncols=3)
+        _packets_against_time(fig, ax, "input packets durable at the crash (packets)",
+                              "time to recover and check (ms)")
         tooltips = {"crash-map-consistent": [tips[i] for i, m in enumerate(points) if not m.failed],
                     "crash-map-failing": [tips[i] for i, m in enumerate(points) if m.failed]}
         return svg_text(fig, "crash-map", title,
@@ -148,12 +154,7 @@ def recovery_times(rows: Sequence[tuple[int, float, float | None, float | None]]
             dots.set_gid(f"recovery-{column}")
             tooltips[f"recovery-{column}"] = [f"{name}: {word} {y:.1f} ms, {x:,} inputs since the snapshot"
                                               for name, x, y in zip(names, xs, ys)]
-        ax.set_xlabel("inputs since the last snapshot at the crash (packets)")
-        ax.set_ylabel("time (ms)")
-        _count_axis(ax.xaxis)
-        ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
-        fig.legend(loc="outside upper center", ncols=3)
+        _packets_against_time(fig, ax, "inputs since the last snapshot at the crash (packets)", "time (ms)")
         return svg_text(fig, "recovery", "Recovery time against inputs since the last snapshot",
                         "Scatter plot: for each crash point, the inputs logged since the snapshot it restored "
                         "against the time of its restore, of its replay and of the whole crash point.", tooltips)
